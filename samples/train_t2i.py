@@ -1,0 +1,150 @@
+"""Train the embedded text-to-image model (samples/models/tiny-t2i) from scratch on the sample world.
+
+    python samples/train_t2i.py                # rebuilds the shipped weights (resumes if interrupted)
+
+Two stages, each checkpointed under samples/checkpoints/t2i/: an ``AutoencoderKL`` (4x compression), then a
+``UNet2DConditionModel`` and its small CLIP text encoder trained together with the epsilon-prediction DDPM
+loss of Stable Diffusion. The result is a complete ``StableDiffusionPipeline`` folder (DDIM scheduler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "samples"))
+
+from trainlib import EMA, encode_captions, seed_everything, train_loop  # noqa: E402
+
+from taocache.builders import sd_components  # noqa: E402
+from taocache.world import split, vocabulary  # noqa: E402
+from taocache.world.scenes import sample_batch  # noqa: E402
+
+SIZE, TEXT_LEN = 64, 16
+ARCH = dict(
+    text_dim=64, text_layers=2, vae_channels=(16, 32, 32), latent_channels=4, unet_channels=(32, 64),
+    layers_per_block=1, attention_head_dim=8, max_text_length=TEXT_LEN, sample_size=16,
+)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) in [0, 1] -> (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
+
+
+def train_vae(vae, scenes, args, ckpt):
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / args.vae_steps)))
+    )
+    rng = np.random.default_rng(args.seed)
+
+    def loss_fn(step):
+        _, images = sample_batch(scenes, args.vae_batch, rng, size=SIZE)
+        x = to_tensor(images)
+        post = vae.encode(x).latent_dist
+        z = post.mean + 0.05 * torch.randn_like(post.mean)
+        rec = vae.decode(z).sample
+        bg = x[:, :, :1, :1]
+        weight = 1.0 + 9.0 * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        mse = (weight * (rec - x) ** 2).mean()
+        kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
+        return mse + 1e-6 * kl
+
+    train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
+
+
+@torch.no_grad()
+def encode_dataset(vae, scenes, count, seed):
+    rng = np.random.default_rng(seed)
+    latents, captions = [], []
+    for _ in range(0, count, 64):
+        picks, images = sample_batch(scenes, 64, rng, size=SIZE)
+        latents.append(vae.encode(to_tensor(images)).latent_dist.mean)
+        captions += [s.caption for s in picks]
+    return torch.cat(latents), captions
+
+
+def train_unet(components, latents, captions, args, ckpt):
+    unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
+    scheduler = components["scheduler"]
+    unet.requires_grad_(True)
+    text_encoder.requires_grad_(True)
+    net = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
+    ema = EMA(net, decay=0.999)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, args.unet_steps) / args.unet_steps))
+    )
+    alphas = scheduler.alphas_cumprod.float()
+    gen = torch.Generator().manual_seed(args.seed + 1)
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(latents), (args.unet_batch,), generator=gen)
+        x0 = latents[idx]
+        batch_captions = [captions[i] if torch.rand(1, generator=gen).item() > 0.1 else "" for i in idx.tolist()]
+        text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN)
+        t = torch.randint(0, len(alphas), (args.unet_batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = net["unet"](xt, t, encoder_hidden_states=text, return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema)
+    net.load_state_dict(ema.shadow.state_dict())
+    net.eval().requires_grad_(False)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "samples/models/tiny-t2i")
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2i")
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-batch", type=int, default=8)
+    parser.add_argument("--unet-steps", type=int, default=2500)
+    parser.add_argument("--unet-batch", type=int, default=32)
+    parser.add_argument("--dataset-size", type=int, default=8192)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.out.exists() and any(args.out.iterdir()) and not args.force:
+        parser.error(f"{args.out} exists; pass --force to overwrite it")
+    seed_everything(args.seed)
+    train_scenes, _ = split(video=False)
+    components = sd_components(vocabulary(), seed=args.seed, **ARCH)
+    vae = components["vae"]
+    vae.requires_grad_(True)
+    train_vae(vae, train_scenes, args, args.checkpoints)
+    vae.eval().requires_grad_(False)
+
+    latents, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
+    scaling = 1.0 / latents.std().item()
+    vae.register_to_config(scaling_factor=scaling)
+    latents = latents * scaling
+    print(f"latent scaling factor {scaling:.4f}")
+
+    train_unet(components, latents, captions, args, args.checkpoints)
+
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    pipe.to(torch.float16)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(args.out, safe_serialization=True)
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

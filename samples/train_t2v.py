@@ -1,0 +1,152 @@
+"""Train the embedded text-to-video model (samples/models/tiny-t2v) from scratch on the sample world.
+
+    python samples/train_t2v.py                # rebuilds the shipped weights (resumes if interrupted)
+
+Two stages, each checkpointed under samples/checkpoints/t2v/: a Wan-style video autoencoder (4x spatial,
+2x temporal compression), then a Wan transformer and its small UMT5 text encoder trained together with
+rectified flow on the autoencoder's normalised latents. The result is a complete ``WanPipeline`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "samples"))
+
+from trainlib import EMA, encode_captions, seed_everything, train_loop  # noqa: E402
+
+from taocache.builders import wan_components  # noqa: E402
+from taocache.world import split, vocabulary  # noqa: E402
+from taocache.world.scenes import sample_batch  # noqa: E402
+
+FRAMES, SIZE, TEXT_LEN = 9, 64, 16
+ARCH = dict(
+    text_dim=64, text_layers=2, vae_base_dim=16, z_dim=8, heads=4, head_dim=32, layers=6, ffn_dim=512,
+    patch=(1, 4, 4), max_text_length=TEXT_LEN, flow_shift=3.0,
+)
+
+
+def to_tensor(videos: np.ndarray) -> torch.Tensor:
+    """(B, F, H, W, 3) in [0, 1] -> (B, 3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(videos).permute(0, 4, 1, 2, 3).mul(2).sub(1).contiguous()
+
+
+def train_vae(vae, scenes, args, ckpt):
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / args.vae_steps)))
+    )
+    rng = np.random.default_rng(args.seed)
+
+    def loss_fn(step):
+        # The autoencoder is causal and works in chunks of 1 + 4 frames, so 5-frame clips teach it everything.
+        _, videos = sample_batch(scenes, args.vae_batch, rng, size=SIZE, num_frames=args.vae_frames)
+        x = to_tensor(videos)
+        post = vae.encode(x).latent_dist
+        z = post.mean + 0.05 * torch.randn_like(post.mean)
+        rec = vae.decode(z).sample
+        # Weight the shape's pixels up: they are few, and they carry everything the captions talk about.
+        bg = x[:, :, :, :1, :1]
+        weight = 1.0 + 9.0 * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        mse = (weight * (rec - x) ** 2).mean()
+        kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
+        return mse + 1e-6 * kl
+
+    train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
+
+
+@torch.no_grad()
+def encode_dataset(vae, scenes, count, seed):
+    rng = np.random.default_rng(seed)
+    latents, captions = [], []
+    for _ in range(0, count, 16):
+        picks, videos = sample_batch(scenes, 16, rng, size=SIZE, num_frames=FRAMES)
+        latents.append(vae.encode(to_tensor(videos)).latent_dist.mean)
+        captions += [s.caption for s in picks]
+    return torch.cat(latents), captions
+
+
+def train_dit(components, latents, captions, args, ckpt):
+    transformer, text_encoder, tokenizer = components["transformer"], components["text_encoder"], components["tokenizer"]
+    text_encoder.requires_grad_(True)
+    transformer.requires_grad_(True)
+    net = torch.nn.ModuleDict({"transformer": transformer, "text_encoder": text_encoder})
+    ema = EMA(net, decay=0.999)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, args.dit_steps) / args.dit_steps))
+    )
+    gen = torch.Generator().manual_seed(args.seed + 1)
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(latents), (args.dit_batch,), generator=gen)
+        x0 = latents[idx]
+        batch_captions = [captions[i] if torch.rand(1, generator=gen).item() > 0.1 else "" for i in idx.tolist()]
+        text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN)
+        t = torch.sigmoid(torch.randn(args.dit_batch, generator=gen))
+        noise = torch.randn(x0.shape, generator=gen)
+        tt = t.view(-1, 1, 1, 1, 1)
+        xt = (1 - tt) * x0 + tt * noise
+        pred = net["transformer"](xt, timestep=t * 1000, encoder_hidden_states=text, return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred, noise - x0)
+
+    train_loop("dit", {"net": net}, opt, loss_fn, args.dit_steps, ckpt, scheduler=sched, ema=ema)
+    net.load_state_dict(ema.shadow.state_dict())
+    net.eval().requires_grad_(False)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "samples/models/tiny-t2v")
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2v")
+    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--vae-batch", type=int, default=6)
+    parser.add_argument("--vae-frames", type=int, default=5)
+    parser.add_argument("--dit-steps", type=int, default=2500)
+    parser.add_argument("--dit-batch", type=int, default=32)
+    parser.add_argument("--dataset-size", type=int, default=4096)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.out.exists() and any(args.out.iterdir()) and not args.force:
+        parser.error(f"{args.out} exists; pass --force to overwrite it")
+    seed_everything(args.seed)
+    train_scenes, _ = split(video=True)
+    components = wan_components(vocabulary(), seed=args.seed, **ARCH)
+    vae = components["vae"]
+    vae.requires_grad_(True)
+    train_vae(vae, train_scenes, args, args.checkpoints)
+    vae.eval().requires_grad_(False)
+
+    latents, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
+    dims = (0, 2, 3, 4)
+    mean, std = latents.mean(dim=dims), latents.std(dim=dims)
+    vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+    latents = (latents - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+    print(f"latent mean {mean.numpy().round(3)} std {std.numpy().round(3)}")
+
+    train_dit(components, latents, captions, args, args.checkpoints)
+
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline(**components)
+    pipe.to(torch.float16)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(args.out, safe_serialization=True)
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Diffusers pipelines built from configs in code: the shapes of the embedded models, and tiny test pipelines.
+
+Nothing here downloads anything. The same builders give the untrained starting point of the embedded
+models (``samples/train_*.py``) and the tiny random pipelines the tests and examples run on.
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
+
+
+def word_tokenizer(words: list[str], max_length: int = 16) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``words`` that appends an end-of-sequence token, like T5's."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + sorted(set(w.lower() for w in words)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    from tokenizers import normalizers
+
+    core.normalizer = normalizers.Lowercase()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def _eval(*modules):
+    for m in modules:
+        m.eval()
+        m.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------- Wan (video)
+
+def wan_components(
+    words: list[str],
+    *,
+    text_dim: int = 32,
+    text_layers: int = 2,
+    vae_base_dim: int = 8,
+    z_dim: int = 4,
+    heads: int = 2,
+    head_dim: int = 8,
+    layers: int = 2,
+    ffn_dim: int = 32,
+    patch: tuple[int, int, int] = (1, 2, 2),
+    max_text_length: int = 16,
+    flow_shift: float = 3.0,
+    seed: int = 0,
+) -> dict:
+    """Components of a ``WanPipeline`` with a 4x spatial, 2x temporal Wan-style VAE (patchified, residual)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(words, max_text_length)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=max(text_dim // 4, 4),
+            d_ff=text_dim * 2,
+            num_layers=text_layers,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    vae = AutoencoderKLWan(
+        base_dim=vae_base_dim,
+        z_dim=z_dim,
+        dim_mult=[2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[True, True],
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=4,
+        scale_factor_temporal=2,
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=patch,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=z_dim,
+        out_channels=z_dim,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=ffn_dim,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=64,
+    )
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift, num_train_timesteps=1000
+    )
+    _eval(text_encoder, vae, transformer)
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+
+
+def tiny_wan_pipeline(seed: int = 0, **overrides):
+    """A random-weight ``WanPipeline`` small enough for a test: runs 9x32x32 in well under a second."""
+    from diffusers import WanPipeline
+
+    from .world import vocabulary
+
+    return WanPipeline(**wan_components(vocabulary(), seed=seed, **overrides)).to("cpu")
+
+
+# ------------------------------------------------------------------------------------ Stable Diffusion (image)
+
+def sd_components(
+    words: list[str],
+    *,
+    text_dim: int = 32,
+    text_layers: int = 2,
+    vae_channels: tuple[int, ...] = (8, 16, 16),
+    latent_channels: int = 4,
+    unet_channels: tuple[int, ...] = (16, 32),
+    layers_per_block: int = 1,
+    attention_head_dim: int = 8,
+    max_text_length: int = 16,
+    sample_size: int = 16,
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+) -> dict:
+    """Components of a ``StableDiffusionPipeline``; the VAE downsamples by 2**(len(vae_channels)-1)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(words, max_text_length)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=text_dim,
+            intermediate_size=text_dim * 2,
+            num_hidden_layers=text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=max_text_length,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
+        )
+    )
+    n = len(vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=vae_channels,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=min(8, vae_channels[0]),
+        sample_size=sample_size * 2 ** (n - 1),
+    )
+    m = len(unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (m - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (m - 1) + ("UpBlock2D",),
+        block_out_channels=unet_channels,
+        layers_per_block=layers_per_block,
+        cross_attention_dim=text_dim,
+        attention_head_dim=attention_head_dim,
+        norm_num_groups=min(8, unet_channels[0]),
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    _eval(text_encoder, vae, unet)
+    return dict(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+    )
+
+
+def tiny_sd_pipeline(seed: int = 0, **overrides):
+    """A random-weight ``StableDiffusionPipeline`` for tests (64x64 images, 16x16 latents)."""
+    from diffusers import StableDiffusionPipeline
+
+    from .world import vocabulary
+
+    pipe = StableDiffusionPipeline(**sd_components(vocabulary(), seed=seed, **overrides), requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,111 @@
+"""Fidelity of a result against a reference: PSNR and SSIM (scikit-image) and LPIPS (the ``lpips`` package).
+
+Convention, as in the published harnesses: pixels are RGB floats in [0, 1]; a video is scored frame by
+frame and the per-frame values are averaged. PSNR of two identical frames is infinite and reported so.
+LPIPS needs its backbone's pretrained weights (AlexNet by default, from torchvision's cache); where they are
+absent it is reported as unavailable with the reason, never computed with an untrained network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def as_frames(pixels) -> np.ndarray:
+    """(F, H, W, 3) float64 in [0, 1] from an image or video as numpy (float or uint8), torch or PIL."""
+    if hasattr(pixels, "detach"):
+        pixels = pixels.detach().cpu().float().numpy()
+    array = np.asarray(pixels)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float64) / 255.0
+    array = array.astype(np.float64)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) image or an (F, H, W, 3) video, got shape {array.shape}")
+    return np.clip(array, 0.0, 1.0)
+
+
+def _pair(result, reference) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_frames(result), as_frames(reference)
+    if a.shape != b.shape:
+        raise ValueError(f"result {a.shape} and reference {b.shape} differ in shape")
+    return a, b
+
+
+def psnr(result, reference) -> float:
+    """Mean over frames of the PSNR in dB (data range 1); ``inf`` when every frame is identical."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    a, b = _pair(result, reference)
+    values = []
+    for x, y in zip(a, b):
+        values.append(math.inf if np.array_equal(x, y) else peak_signal_noise_ratio(y, x, data_range=1.0))
+    return float(np.mean(values))
+
+
+def ssim(result, reference) -> float:
+    """Mean over frames of the SSIM (scikit-image defaults, 7x7 window, colour channels averaged)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _pair(result, reference)
+    return float(np.mean([structural_similarity(y, x, channel_axis=-1, data_range=1.0) for x, y in zip(a, b)]))
+
+
+# ------------------------------------------------------------------------------------------------ LPIPS
+
+_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+
+
+@dataclass
+class LPIPS:
+    """An LPIPS scorer, or the reason it is unavailable (``model is None``)."""
+
+    net: str
+    model: object = None
+    reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.model is not None
+
+    def __call__(self, result, reference) -> float | None:
+        """Mean over frames of the LPIPS distance; ``None`` when unavailable."""
+        if self.model is None:
+            return None
+        import torch
+
+        a, b = _pair(result, reference)
+        to_t = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() * 2 - 1  # noqa: E731
+        with torch.no_grad():
+            return float(self.model(to_t(a), to_t(b)).mean())
+
+
+def load_lpips(net: str = "alex", backbone=None) -> LPIPS:
+    """LPIPS with ``net`` ('alex', 'vgg', 'squeeze') if its pretrained backbone is in torchvision's cache.
+
+    ``backbone`` replaces the pretrained check (tests pass a randomly initialised network to exercise the code
+    path; such numbers are not LPIPS and must never be reported as such).
+    """
+    if net not in _BACKBONE_FILES:
+        raise ValueError(f"LPIPS net={net!r} must be one of {sorted(_BACKBONE_FILES)}")
+    import torch
+
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / _BACKBONE_FILES[net]
+    if backbone is None and not weights.is_file():
+        reason = f"LPIPS unavailable: the pretrained {net} backbone is not in {weights.parent} (no download here)"
+        logger.warning(reason)
+        return LPIPS(net, None, reason)
+    import lpips
+
+    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=backbone is not None, verbose=False).eval()
+    if backbone is not None:
+        model.net = backbone
+    return LPIPS(net, model, "")
