@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+
+from taocache.builders import tiny_sd_pipeline, tiny_wan_pipeline
+from taocache.cli import main
+from taocache.recipes import Recipe
+from taocache.world import split
+from taocache.world.evaluate import autoencoder_psnr, caption_agreement, evaluate_model
+from taocache.world.scenes import render
+
+
+def test_caption_agreement_counts_per_attribute():
+    _, held = split(video=False)
+    scenes = held[:4]
+    pixels = np.stack([render(s, 0) for s in scenes])
+    pixels[0] = render(held[10], 0)  # a wrong picture for the first caption
+    result = caption_agreement(scenes, pixels)
+    assert result["rates"]["background"] >= 0.75
+    assert len(result["samples"]) == 4 and all(result["samples"][1].values())
+    assert min(result["rates"].values()) < 1.0
+
+
+def test_evaluate_model_on_tiny_random_pipelines():
+    video = Recipe(name="t", model="-", pipeline="WanPipeline", kind="video",
+                   call=dict(height=32, width=32, num_frames=5, num_inference_steps=2, max_sequence_length=16))
+    result = evaluate_model(tiny_wan_pipeline(), video, num_captions=2)
+    assert set(result["rates"]) == {"colour", "shape", "size", "direction", "background"}
+    assert np.isfinite(result["autoencoder_psnr_db"])
+    image = Recipe(name="i", model="-", pipeline="StableDiffusionPipeline", kind="image",
+                   call=dict(height=64, width=64, num_inference_steps=2))
+    pipe = tiny_sd_pipeline()
+    assert set(evaluate_model(pipe, image, num_captions=2)["rates"]) >= {"position", "size"}
+    assert autoencoder_psnr(pipe.vae, split(False)[1][:1]) < 30  # an untrained autoencoder reconstructs badly
+
+
+def test_world_eval_cli_refuses_to_overwrite_and_checks_input(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    assert main(["world-eval", "--model", "latte-1", "--captions", "0"]) == 2
+    assert "--captions=0" in capsys.readouterr().err
+    folder = tmp_path / "wan"
+    tiny_wan_pipeline().save_pretrained(folder)
+    assert main(["world-eval", "--model", str(folder), "--captions", "1", "--output", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and json.loads(out.read_text()) == {}
