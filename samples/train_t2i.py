@@ -29,7 +29,7 @@ from taocache.world.scenes import sample_batch  # noqa: E402
 
 SIZE, TEXT_LEN = 64, 16
 ARCH = dict(
-    text_dim=64, text_layers=2, vae_channels=(16, 32, 32), latent_channels=4, unet_channels=(32, 64),
+    text_dim=64, text_layers=2, vae_channels=(16, 32, 32), latent_channels=4, unet_channels=(32, 64, 64),
     layers_per_block=1, attention_head_dim=8, max_text_length=TEXT_LEN, sample_size=16,
 )
 
@@ -109,10 +109,10 @@ def main(argv=None):
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2i")
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--vae-batch", type=int, default=8)
-    parser.add_argument("--unet-steps", type=int, default=2500)
+    parser.add_argument("--unet-steps", type=int, default=1200)
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--dataset-size", type=int, default=8192)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
