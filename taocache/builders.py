@@ -214,3 +214,125 @@ def tiny_sd_pipeline(seed: int = 0, **overrides):
     pipe = StableDiffusionPipeline(**sd_components(vocabulary(), seed=seed, **overrides), requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ------------------------------------------------------------------------ Latte and CogVideoX (video, tests)
+
+
+def _tiny_t5(tokenizer, text_dim: int = 32):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=8,
+            d_ff=text_dim * 2,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def tiny_latte_pipeline(seed: int = 0):
+    """A random-weight ``LattePipeline`` for tests (32x32 frames, 8x8 latents, learned-variance output).
+
+    Call it with ``clean_caption=False, mask_feature=False``; it batches both guidance passes in one call.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
+
+    from .world import vocabulary
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(vocabulary(), 16)
+    text_encoder = _tiny_t5(tokenizer)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    transformer = LatteTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        cross_attention_dim=16,
+        sample_size=8,
+        patch_size=2,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        caption_channels=32,
+        video_length=4,
+    )
+    scheduler = DDIMScheduler(beta_schedule="linear", clip_sample=False)
+    _eval(text_encoder, vae, transformer)
+    pipe = LattePipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_cogvideox_pipeline(seed: int = 0):
+    """A random-weight ``CogVideoXPipeline`` for tests (5 frames of 32x32); it batches both guidance passes."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    from .world import vocabulary
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(vocabulary(), 16)
+    text_encoder = _tiny_t5(tokenizer)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 2,
+        up_block_types=("CogVideoXUpBlock3D",) * 2,
+        block_out_channels=(8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=32,
+        num_layers=1,
+        sample_width=16,
+        sample_height=16,
+        sample_frames=5,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=16,
+    )
+    scheduler = CogVideoXDDIMScheduler()
+    _eval(text_encoder, vae, transformer)
+    pipe = CogVideoXPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

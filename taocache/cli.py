@@ -10,6 +10,7 @@ import sys
 # Each module defines ``register(subparsers)``, adding subcommands whose ``func(args)`` returns an exit code.
 COMMAND_MODULES = (
     "taocache.cache.commands",
+    "taocache.cache.teacache_commands",
     "taocache.world.commands",
     "taocache.bench.commands",
     "taocache.edit.commands",

@@ -1,0 +1,35 @@
+"""Evaluate non-rigid editing on the embedded text-to-image model (held-out move/resize edits of the world).
+
+    python eval/edit_eval.py                       # the documented run: 24 edits, results in eval/results/edit
+    python eval/edit_eval.py --cases 4 --output-dir /tmp/edit-eval    # a quick look
+    python eval/edit_eval.py --taocache            # also time the sampling stage with TaoCache enabled
+
+Takes every option of `taocache edit-eval` (see `taocache edit-eval --help`); runs on one CPU thread unless
+--threads says otherwise. A rerun with the same settings resumes from records.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    known, rest = parser.parse_known_args(argv)
+    if known.threads < 1:
+        parser.error("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(known.threads)
+    from taocache.cli import main as cli_main
+
+    return cli_main(["edit-eval", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,501 @@
+"""The benchmark loop: for each prompt and seed, the full run, then every method setting, each measured.
+
+A run is measured in two parts. The first call, *instrumented*, counts the work every denoiser call did,
+records the per-step decisions, the peak memory and the output scored against the full run; it also serves
+as the warm-up. Then ``repeats`` plain calls are timed (whole call and denoising loop) and their medians
+kept. Every finished run is appended to the results file at once, so an interrupted benchmark resumes
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..metrics import LPIPS, as_frames, load_lpips, psnr, ssim
+from .environment import describe_environment
+from .media import difference_image, side_by_side_gif
+from .methods import BenchContext, Method, Unsupported, make_method
+from .probe import CallTrace, DenoiserProbe, PeakMemory, denoiser_of
+from .records import (
+    SCHEMA,
+    append_record,
+    finished_keys,
+    read_records,
+    run_key,
+    shard_files,
+    shard_jobs,
+    shard_path,
+)
+
+logger = logging.getLogger(__name__)
+
+#: A call whose work is at least this fraction of a full call counts as computed; below it, as skipped.
+COMPUTED_FRACTION = 0.5
+#: Speed-up (denoising loop, measured) above which a method that saved no work is flagged.
+SUSPICIOUS_SPEEDUP = 1.1
+
+
+@dataclass
+class BenchPlan:
+    """What to run. ``call`` holds the full run's pipeline call arguments (the recipe's, never defaults)."""
+
+    model: str
+    call: dict
+    prompts: list[str]
+    seeds: list[int]
+    methods: list[Method]
+    kind: str = "video"
+    repeats: int = 3
+    media_pairs: int = 1
+    calibration_prompts: list[str] = field(default_factory=list)
+    calibration_seed: int = 1000
+    lpips_net: str = "alex"
+    sweep: str = ""
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if "num_inference_steps" not in self.call:
+            raise ValueError(
+                "the call arguments lack num_inference_steps: give the model a recipe (pipelines/*.toml) "
+                "with a [call] table, or set it in the sweep's [call] table"
+            )
+        if self.kind == "video":
+            missing = [k for k in ("height", "width", "num_frames") if k not in self.call]
+            if missing:
+                raise ValueError(
+                    f"the call arguments lack {missing}: without them a video pipeline renders at its own "
+                    "default size (480x832x81 for Wan); set them in the recipe's or the sweep's [call] table"
+                )
+        if self.repeats < 1:
+            raise ValueError(f"repeats={self.repeats} must be >= 1 (timed runs after the instrumented one)")
+        if not self.prompts or not self.seeds:
+            raise ValueError("the benchmark needs at least one prompt and one seed")
+        full_steps = int(self.call["num_inference_steps"])
+        too_many = [m.label for m in self.methods if m.name == "steps" and m.settings["steps"] >= full_steps]
+        if too_many:
+            raise ValueError(
+                f"{too_many} do not run fewer steps than the full run ({full_steps}); use a sweep made for "
+                "this step count (e.g. t2v-20, t2v-50) or change --steps"
+            )
+        if any(m.name == "full" for m in self.methods):
+            raise ValueError("the full run is always run as the reference; leave 'full' out of the methods")
+        labels = [m.label for m in self.methods]
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"the same method setting is listed twice: {duplicates}")
+
+    def groups(self) -> list[tuple[int, str, int]]:
+        """(prompt index, prompt, seed) in a fixed order; each group shares one full run."""
+        return [(i, p, s) for i, p in enumerate(self.prompts) for s in self.seeds]
+
+
+@dataclass
+class Measurement:
+    frames: np.ndarray
+    trace: CallTrace
+    call_seconds: list[float]
+    loop_seconds: list[float]
+    step_seconds: list[list[float]]
+    memory: dict
+    repeat_max_abs_diff: float
+    stats: dict | None = None  # what the method says about its last call, if it says anything
+
+
+def frames_of(output) -> np.ndarray:
+    """The first sample of a pipeline output as (F, H, W, 3) floats in [0, 1]."""
+    for name in ("frames", "images"):
+        if hasattr(output, name):
+            return as_frames(np.asarray(getattr(output, name)[0]))
+    raise ValueError(f"cannot find frames or images in the pipeline output {type(output).__name__}")
+
+
+def _digest(frames: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(frames, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class Benchmark:
+    """Runs a :class:`BenchPlan` on one pipeline, appending records to ``results`` (see module docstring)."""
+
+    def __init__(
+        self,
+        pipe,
+        plan: BenchPlan,
+        results: str | Path,
+        *,
+        device: str = "cpu",
+        lpips: LPIPS | None = None,
+        process_index: int = 0,
+        process_count: int = 1,
+        progress: bool = True,
+    ):
+        self.pipe = pipe
+        self.plan = plan
+        self.results = Path(results)
+        self.media_dir = self.results.parent / "media"
+        self.device = str(device)
+        self.lpips = lpips if lpips is not None else load_lpips(plan.lpips_net)
+        self.process_index = process_index
+        self.process_count = process_count
+        self.output = self.results if process_count == 1 else shard_path(self.results, process_index)
+        self.progress = progress
+        self.session = uuid.uuid4().hex[:12]
+        self.shared: dict = {}
+        self.prepared: dict[str, dict] = {}
+        self.cuda = self.device.startswith("cuda")
+        self.own_hooks = set(_hook_names(denoiser_of(pipe)))  # hooks the pipeline came with stay untouched
+
+    # ------------------------------------------------------------------------------------ running the pipe
+    def _call(self, prompt: str, seed: int, call: dict, extra: dict | None = None):
+        registry = getattr(denoiser_of(self.pipe), "_diffusers_hook", None)
+        if registry is not None:  # a fresh start for stateful hooks, whatever the pipeline does at its end
+            registry.reset_stateful_hooks()
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        return self.pipe(prompt=prompt, generator=generator, output_type="np", **call, **(extra or {}))
+
+    def run_once(self, prompt: str, seed: int, call: dict) -> np.ndarray:
+        """One unmeasured call (for calibration)."""
+        return frames_of(self._call(prompt, seed, call))
+
+    def measure(self, prompt: str, seed: int, call: dict, repeats: int) -> Measurement:
+        probe = DenoiserProbe(self.pipe, count_work=True, synchronize=self.cuda)
+        memory = PeakMemory(self.device)
+        with probe.attached(), memory.watch():
+            frames = frames_of(self._call(prompt, seed, call, probe.call_kwargs()))
+        trace = probe.finish()
+        timer = DenoiserProbe(self.pipe, count_work=False, synchronize=self.cuda)
+        call_s, loop_s, steps_s, diff = [], [], [], 0.0
+        with timer.attached():
+            for _ in range(repeats):
+                timer.new_trace()
+                if self.cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                again = frames_of(self._call(prompt, seed, call, timer.call_kwargs()))
+                if self.cuda:
+                    torch.cuda.synchronize()
+                call_s.append(time.perf_counter() - start)
+                timed = timer.finish()
+                loop_s.append(timed.loop_seconds)
+                steps_s.append(timed.step_seconds)
+                diff = max(diff, float(np.abs(again - frames).max()))
+        return Measurement(
+            frames=frames,
+            trace=trace,
+            call_seconds=call_s,
+            loop_seconds=loop_s,
+            step_seconds=steps_s,
+            memory={
+                "peak_bytes": memory.peak_bytes,
+                "baseline_bytes": memory.baseline_bytes,
+                "kind": memory.kind,
+            },
+            repeat_max_abs_diff=diff,
+        )
+
+    # ------------------------------------------------------------------------------------------- records
+    def _identity(self, prompt: str, seed: int, method: Method) -> dict:
+        return {
+            "model": self.plan.model,
+            "call": self.plan.call,
+            "prompt": prompt,
+            "seed": seed,
+            **method.identity(),
+        }
+
+    def _base_record(self, index: int, prompt: str, seed: int, method: Method, call: dict) -> dict:
+        return {
+            "type": "run",
+            "schema": SCHEMA,
+            "key": run_key(**self._identity(prompt, seed, method)),
+            "session": self.session,
+            "process": self.process_index,
+            "model": self.plan.model,
+            "prompt": prompt,
+            "prompt_index": index,
+            "seed": seed,
+            "method": method.name,
+            "series": method.series,
+            "setting": method.given,
+            "label": method.label,
+            "call": call,
+            "steps": int(call["num_inference_steps"]),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def _work(self, trace: CallTrace, full_call_macs: int) -> dict:
+        fractions = [[macs / full_call_macs for macs in step] for step in trace.step_macs]
+        flat = [f for step in fractions for f in step]
+        return {
+            "made": trace.calls,
+            "computed": round(sum(flat), 4),
+            "computed_calls": sum(f >= COMPUTED_FRACTION for f in flat),
+            "skipped_calls": sum(f < COMPUTED_FRACTION for f in flat),
+            "calls_per_step": max((len(s) for s in fractions), default=0),
+            "full_call_macs": full_call_macs,
+            "decisions": [[round(f, 3) for f in step] for step in fractions],
+        }
+
+    def _timing(self, m: Measurement) -> dict:
+        per_step = [_median(list(col)) for col in zip(*m.step_seconds)] if m.step_seconds else []
+        return {
+            "repeats": len(m.call_seconds),
+            "call_s": _median(m.call_seconds),
+            "loop_s": _median(m.loop_seconds),
+            "call_s_runs": m.call_seconds,
+            "loop_s_runs": m.loop_seconds,
+            "step_s": per_step,
+        }
+
+    def _quality(self, frames: np.ndarray, reference: np.ndarray) -> dict:
+        score = self.lpips(frames, reference) if self.lpips.available else None
+        return {
+            "psnr": psnr(frames, reference),
+            "ssim": ssim(frames, reference),
+            "lpips": score,
+            "lpips_net": self.lpips.net,
+            "lpips_unavailable": None if self.lpips.available else self.lpips.reason,
+        }
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def run(self) -> Path:
+        plan = self.plan
+        existing = read_records(self.results)
+        for shard in shard_files(self.results):
+            existing += read_records(shard)
+        done = finished_keys(existing)
+        by_key = {r["key"]: r for r in existing if r.get("type") == "run"}
+        reference = make_method("full")
+        jobs = []  # (group, its place in the whole list, run keys: full run first)
+        for order, (index, prompt, seed) in shard_jobs(
+            list(enumerate(plan.groups())), self.process_index, self.process_count
+        ):
+            keys = [run_key(**self._identity(prompt, seed, m)) for m in [reference, *plan.methods]]
+            jobs.append(((index, prompt, seed), order, keys))
+        pending = [job for job in jobs if not all(k in done for k in job[2])]
+        if not pending:
+            logger.info("every run of this benchmark is already in %s", self.results)
+            return self.output
+        append_record(self.output, self._session_record())
+        total = len(jobs) * (1 + len(plan.methods))
+        with tqdm(
+            total=total,
+            desc=f"bench {plan.model}",
+            unit="run",
+            disable=not self.progress,
+            position=self.process_index,
+            leave=True,
+        ) as bar:
+            bar.update(total - len(pending) * (1 + len(plan.methods)))
+            for (index, prompt, seed), order, keys in pending:
+                ref_record, ref_frames = self._reference(index, prompt, seed, by_key.get(keys[0]), order)
+                bar.update(1)
+                for method, key in zip(plan.methods, keys[1:]):
+                    if key not in done:
+                        bar.set_postfix_str(method.label[:40])
+                        record = self._run_method(index, prompt, seed, method, ref_record, ref_frames, order)
+                        append_record(self.output, record)
+                    bar.update(1)
+        return self.output
+
+    def _session_record(self) -> dict:
+        plan = self.plan
+        return {
+            "type": "session",
+            "schema": SCHEMA,
+            "key": self.session,
+            "process": self.process_index,
+            "processes": self.process_count,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "model": plan.model,
+            "kind": plan.kind,
+            "pipeline": type(self.pipe).__name__,
+            "call": plan.call,
+            "prompts": len(plan.prompts),
+            "seeds": plan.seeds,
+            "repeats": plan.repeats,
+            "sweep": plan.sweep,
+            "description": plan.description,
+            "methods": [
+                {"name": m.name, "series": m.series, "label": m.label, "description": m.description}
+                for m in plan.methods
+            ],
+            "calibration": {"prompts": plan.calibration_prompts, "seed": plan.calibration_seed},
+            "lpips": {"net": self.lpips.net, "available": self.lpips.available, "reason": self.lpips.reason},
+            "environment": describe_environment(self.device),
+            "timing_note": (
+                "denoising loop = first denoiser call to the end of the last step; medians of the timed "
+                "repeats after one instrumented warm-up call"
+            ),
+            **plan.extra,
+        }
+
+    def _reference(self, index, prompt, seed, finished: dict | None, order: int) -> tuple[dict, np.ndarray]:
+        full = make_method("full")
+        if finished is not None:  # resumed: its record stands; only its frames are needed again
+            measured = self.measure(prompt, seed, self.plan.call, repeats=0)
+            if _digest(measured.frames) != finished.get("digest"):
+                logger.warning(
+                    "the full run for prompt %d seed %d differs from the recorded one", index, seed
+                )
+                finished = {**finished, "flags": finished.get("flags", []) + ["reference_not_reproduced"]}
+            return finished, measured.frames
+        m = self.measure(prompt, seed, self.plan.call, self.plan.repeats)
+        full_call_macs = max((x for step in m.trace.step_macs for x in step), default=0)
+        if full_call_macs <= 0:
+            raise RuntimeError("the full run made no denoiser call that the probe could see")
+        record = self._base_record(index, prompt, seed, full, self.plan.call)
+        record.update(
+            status="ok",
+            digest=_digest(m.frames),
+            calls=self._work(m.trace, full_call_macs),
+            timing=self._timing(m),
+            memory=m.memory,
+            repeat_max_abs_diff=m.repeat_max_abs_diff,
+            flags=["nondeterministic"] if m.repeat_max_abs_diff > 0 else [],
+            media=self._media(record["key"], order, m.frames),
+        )
+        append_record(self.output, record)
+        return record, m.frames
+
+    def _media(self, key: str, order: int, *videos) -> str | None:
+        if order >= self.plan.media_pairs:
+            return None
+        path = side_by_side_gif(self.media_dir / f"{key}.gif", *videos)
+        return str(path.relative_to(self.results.parent))
+
+    def _prepare(self, method: Method) -> dict:
+        """The method's one-off preparation, done once; a failure is remembered and raised again."""
+        if method.label not in self.prepared:
+            context = BenchContext(
+                pipe=self.pipe,
+                call=self.plan.call,
+                calibration_prompts=self.plan.calibration_prompts or self.plan.prompts[:1],
+                calibration_seed=self.plan.calibration_seed,
+                run=self.run_once,
+                shared=self.shared,
+            )
+            try:
+                self.prepared[method.label] = method.prepare(context)
+            except Exception as err:  # noqa: BLE001 - raised again for every run of this setting
+                self.prepared[method.label] = err
+        outcome = self.prepared[method.label]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _run_method(self, index, prompt, seed, method, ref_record, ref_frames, order) -> dict:
+        call = {**self.plan.call, **method.call_overrides(self.plan.call)}
+        record = self._base_record(index, prompt, seed, method, call)
+        denoiser = denoiser_of(self.pipe)
+        try:
+            calibration = self._prepare(method)
+            method.enable(self.pipe, call)
+            try:
+                m = self.measure(prompt, seed, call, self.plan.repeats)
+                stats = m.stats = method.stats(self.pipe)
+            finally:
+                method.disable(self.pipe)
+        except Exception as err:  # noqa: BLE001 - a peer that cannot run here is recorded, not fatal
+            logger.warning("%s could not run: %s: %s", method.label, type(err).__name__, err)
+            _strip_hooks(denoiser, keep=self.own_hooks)
+            record.update(
+                status="unsupported",
+                error=str(err) if isinstance(err, Unsupported) else f"{type(err).__name__}: {err}",
+                traceback=traceback.format_exc(limit=6)[-3000:],
+            )
+            return record
+        leftover = sorted(set(_hook_names(denoiser)) - self.own_hooks)
+        if leftover:
+            raise RuntimeError(f"{method.label} left hooks on the denoiser after disable(): {leftover}")
+        ref_timing, ref_calls = ref_record["timing"], ref_record["calls"]
+        work = self._work(m.trace, ref_calls["full_call_macs"])
+        timing = self._timing(m)
+        quality = self._quality(m.frames, ref_frames)
+        speedup = {
+            "loop": _ratio(ref_timing["loop_s"], timing["loop_s"]),
+            "call": _ratio(ref_timing["call_s"], timing["call_s"]),
+            "calls": _ratio(ref_calls["computed"], work["computed"]),
+            "reference_key": ref_record["key"],
+        }
+        record.update(
+            status="ok",
+            metrics=quality,
+            calls=work,
+            timing=timing,
+            speedup=speedup,
+            memory=m.memory,
+            repeat_max_abs_diff=m.repeat_max_abs_diff,
+            calibration=calibration or None,
+            method_stats=stats,
+            flags=self._flags(method, quality, work, ref_calls, speedup, m)
+            + [f for f in ref_record.get("flags", []) if f == "reference_not_reproduced"],
+            notes=method.caveats(ref_calls["calls_per_step"]) if hasattr(method, "caveats") else [],
+            media=self._media(
+                record["key"], order, ref_frames, m.frames, difference_image(m.frames, ref_frames)
+            ),
+        )
+        return record
+
+    def _flags(self, method, quality, work, ref_calls, speedup, m) -> list[str]:
+        flags = []
+        if m.repeat_max_abs_diff > 0:
+            flags.append("nondeterministic")
+        if method.name == "full":
+            return flags
+        if quality["psnr"] == float("inf"):
+            flags.append("identical_to_full_run")
+        stats = m.stats if isinstance(m.stats, dict) else {}
+        counted = isinstance(stats.get("computed"), int) and isinstance(stats.get("calls"), int)
+        if counted and (stats["calls"], stats["computed"]) != (work["made"], work["computed_calls"]):
+            flags.append("self_report_differs_from_probe")
+        saves_nothing = work["computed"] >= ref_calls["computed"] - 1e-6 and work["made"] >= ref_calls["made"]
+        if saves_nothing:
+            flags.append("saves_no_work")
+            if (speedup["loop"] or 0) > SUSPICIOUS_SPEEDUP:
+                flags.append("speedup_without_saved_work")
+        return flags
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def _hook_names(module: torch.nn.Module) -> list[str]:
+    """Every diffusers hook on ``module`` and its children, as 'submodule:hook'."""
+    names = []
+    for name, sub in module.named_modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        if registry is not None:
+            names += [f"{name or '<root>'}:{hook}" for hook in registry._hook_order]
+    return names
+
+
+def _strip_hooks(module: torch.nn.Module, keep: set[str]) -> None:
+    """After a failed method: take off the diffusers hooks it left, so the next method starts clean."""
+    if getattr(module, "_cache_config", None) is not None:
+        try:
+            module.disable_cache()
+        except Exception:  # noqa: BLE001 - best effort; what is left is removed below
+            module._cache_config = None
+    for name, sub in module.named_modules():
+        registry = getattr(sub, "_diffusers_hook", None)
+        for hook in list(registry._hook_order) if registry is not None else []:
+            if f"{name or '<root>'}:{hook}" not in keep:
+                registry.remove_hook(hook, recurse=False)

@@ -1,0 +1,263 @@
+"""The public entry points: enable, disable, stats and calibrate, on a pipeline or a bare denoiser."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers.utils.torch_utils import unwrap_module
+
+from .calibration import (
+    DEFAULT_HORIZON,
+    Calibration,
+    CalibrationRecorder,
+    default_directory,
+    find_calibrations,
+    fingerprint,
+)
+from .config import TaoCacheConfig
+from .hook import TAOCACHE_HOOK, TaoCacheHook, apply_taocache, remove_taocache
+from .stats import CacheStats, merge
+
+logger = logging.getLogger(__name__)
+
+DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet")
+SHIPPED_CALIBRATIONS = Path(__file__).resolve().parent / "calibrations"
+_SUPPORTED = (
+    "a diffusers DiffusionPipeline (its transformer, transformer_2 and unet are hooked) or a torch.nn.Module "
+    "denoiser whose forward returns a tensor, a tuple or an output with .sample"
+)
+
+# Other caches that enable() can stack: config type -> (enable(target, config), disable(target)).
+_STACKABLE: dict[type, tuple[Callable, Callable]] = {}
+
+
+def register_cache(config_type: type, enable_fn: Callable, disable_fn: Callable) -> None:
+    """Let ``enable(target, [..., config_type(...)])`` apply another cache and ``disable(target)`` remove it."""
+    _STACKABLE[config_type] = (enable_fn, disable_fn)
+
+
+def _denoisers(target) -> tuple[object | None, list[tuple[str, torch.nn.Module]]]:
+    """(pipeline or None, [(component name, unwrapped denoiser)]) of ``target``; TypeError if unsupported."""
+    from diffusers import DiffusionPipeline
+
+    if isinstance(target, DiffusionPipeline):
+        found = [(name, getattr(target, name, None)) for name in DENOISER_COMPONENTS]
+        found = [(name, unwrap_module(m)) for name, m in found if isinstance(m, torch.nn.Module)]
+        if not found:
+            raise TypeError(
+                f"{type(target).__name__} has no denoiser component ({', '.join(DENOISER_COMPONENTS)}); "
+                f"pass the denoiser module itself to taocache.enable()"
+            )
+        return target, found
+    if isinstance(target, torch.nn.Module):
+        return None, [("denoiser", unwrap_module(target))]
+    raise TypeError(f"TaoCache supports {_SUPPORTED}; got {type(target).__name__}")
+
+
+def _scheduler_name(pipe) -> str | None:
+    scheduler = getattr(pipe, "scheduler", None)
+    return type(scheduler).__name__ if scheduler is not None else None
+
+
+def _hooks(target) -> dict[str, TaoCacheHook]:
+    _, denoisers = _denoisers(target)
+    found = {}
+    for name, module in denoisers:
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook(TAOCACHE_HOOK) if registry is not None else None
+        if hook is not None:
+            found[name] = hook
+    return found
+
+
+def _explicit_calibration(config: TaoCacheConfig) -> Calibration | None:
+    if config.calibration is None or isinstance(config.calibration, Calibration):
+        return config.calibration
+    return Calibration.load(config.calibration)
+
+
+def enable(target, config=None) -> None:
+    """Hook TaoCache onto every denoiser of ``target`` (a pipeline) or onto ``target`` (a denoiser module).
+
+    ``config`` is a :class:`TaoCacheConfig` (default: ``TaoCacheConfig()``), or a list of configs to stack
+    several caches, applied in order (the last is outermost): see ``taocache/cache/__init__.py``.
+    Enabling again replaces the earlier TaoCache hook.
+    """
+    configs = (
+        list(config)
+        if isinstance(config, (list, tuple))
+        else [config if config is not None else TaoCacheConfig()]
+    )
+    _denoisers(target)  # type check before anything is applied
+    for item in configs:
+        if isinstance(item, TaoCacheConfig):
+            _enable_taocache(target, item)
+        elif type(item) in _STACKABLE:
+            _STACKABLE[type(item)][0](target, item)
+        else:
+            known = ", ".join(["TaoCacheConfig"] + [t.__name__ for t in _STACKABLE])
+            raise TypeError(f"unsupported cache config {type(item).__name__}; supported: {known}")
+
+
+def _calibrations_for(config: TaoCacheConfig, name: str, module, scheduler: str | None) -> list[Calibration]:
+    """The calibrations a hook on ``module`` may use: the config's own (checked), else those found on disk."""
+    explicit = _explicit_calibration(config)
+    denoiser, fp = type(module).__name__, fingerprint(module)
+    if explicit is None:
+        return find_calibrations(_directories(config), denoiser, fp, scheduler)
+    if explicit.entry_for(name, denoiser, fp) is None or (
+        scheduler is not None and explicit.scheduler not in (scheduler, "unknown")
+    ):
+        raise ValueError(
+            f"calibration {explicit.source} was made for {explicit.describe()}, but {name} is {denoiser} "
+            f"(config {fp}) with {scheduler or 'an unknown scheduler'}; calibrate this model with "
+            "taocache.calibrate(pipe, prompts) or `taocache calibrate`, or pass its own file"
+        )
+    return [explicit]
+
+
+def _directories(config: TaoCacheConfig) -> list[Path]:
+    return [
+        Path(config.calibration_dir) if config.calibration_dir else default_directory(),
+        SHIPPED_CALIBRATIONS,
+    ]
+
+
+def has_calibration(target, config: TaoCacheConfig | None = None) -> bool:
+    """Whether every denoiser of ``target`` has a calibration (the config's, or one on disk)."""
+    config = config or TaoCacheConfig()
+    pipe, denoisers = _denoisers(target)
+    scheduler = _scheduler_name(pipe)
+    return all(_calibrations_for(config, name, module, scheduler) for name, module in denoisers)
+
+
+def _enable_taocache(target, config: TaoCacheConfig) -> None:
+    pipe, denoisers = _denoisers(target)
+    scheduler = _scheduler_name(pipe)
+    for name, module in denoisers:
+        calibrations = _calibrations_for(config, name, module, scheduler)
+        apply_taocache(module, config, name, pipe, calibrations, scheduler)
+        denoiser = type(module).__name__
+        if calibrations:
+            logger.info("TaoCache on %s (%s): calibration %s", name, denoiser, calibrations[0].source)
+        elif config.auto_calibrate:
+            logger.info(
+                "TaoCache on %s (%s): no calibration found in %s; the first call will run in full "
+                "and record one",
+                name,
+                denoiser,
+                _directories(config)[0],
+            )
+        else:
+            logger.warning(
+                "TaoCache on %s (%s): no calibration found and auto_calibrate=False, so nothing "
+                "will be skipped",
+                name,
+                denoiser,
+            )
+
+
+def disable(target) -> None:
+    """Remove TaoCache (and caches stacked through :func:`enable`): the original forward is restored exactly."""
+    _, denoisers = _denoisers(target)
+    removed = [remove_taocache(module) for _, module in denoisers]
+    for _, disable_fn in _STACKABLE.values():
+        disable_fn(target)
+    if not any(removed):
+        logger.warning("TaoCache was not enabled on %s; nothing to disable", type(target).__name__)
+
+
+def stats(target) -> CacheStats:
+    """The record of the most recent call: calls, computed, predicted, per branch, and the decisions."""
+    hooks = _hooks(target)
+    if not hooks:
+        raise ValueError(f"TaoCache is not enabled on {type(target).__name__}; call taocache.enable() first")
+    return merge({name: hook.current_stats() for name, hook in hooks.items()})
+
+
+def calibrate(
+    pipe,
+    prompts: list[str],
+    *,
+    call_kwargs: dict | None = None,
+    seed: int = 0,
+    horizon: int = DEFAULT_HORIZON,
+    path: str | Path | None = None,
+    save: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Calibration:
+    """Run ``pipe`` in full on ``prompts`` and measure the delta statistics TaoCache predicts with.
+
+    ``call_kwargs`` are the pipeline call's arguments (use the same steps, size and guidance as later runs;
+    the calibration is keyed by the step count). Prompt ``n`` uses a CPU generator seeded ``seed + n``.
+    The result is written to ``path`` (default: the calibration folder, under its key's file name) unless
+    ``save`` is False, and is used at once by TaoCache hooks already enabled on ``pipe``.
+    """
+    from diffusers import DiffusionPipeline
+    from tqdm.auto import tqdm
+
+    if not isinstance(pipe, DiffusionPipeline):
+        raise TypeError(
+            f"taocache.calibrate() needs a diffusers DiffusionPipeline, got {type(pipe).__name__}"
+        )
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a non-empty list of strings")
+    kwargs = dict(call_kwargs or {})
+    kwargs.setdefault("output_type", "latent")
+    if save and path is not None and Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    _, denoisers = _denoisers(pipe)
+    scheduler = _scheduler_name(pipe) or "unknown"
+    if save and path is None and "num_inference_steps" in kwargs:
+        name, module = denoisers[0]
+        expected = default_directory() / (
+            f"{type(module).__name__}-{fingerprint(module)}-{scheduler}-{kwargs['num_inference_steps']}.json"
+        )
+        if expected.exists() and not overwrite:
+            raise FileExistsError(f"{expected} exists; pass overwrite=True (CLI: --force) to replace it")
+    existing, temporary = _hooks(pipe), []
+    hooks = {}
+    for name, module in denoisers:
+        hook = existing.get(name)
+        if hook is None:
+            hook = apply_taocache(module, TaoCacheConfig(auto_calibrate=False), name, pipe, [], scheduler)
+            temporary.append(module)
+        hook.start_recording(CalibrationRecorder(horizon))
+        hooks[name] = hook
+    try:
+        for n, prompt in enumerate(tqdm(prompts, desc="TaoCache calibration", disable=not progress)):
+            pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed + n), **kwargs)
+            for hook in hooks.values():
+                hook._end_call()  # pipelines whose denoiser has no cache reset (e.g. UNet) end the call here
+    finally:
+        recorders = {name: hook.stop_recording() for name, hook in hooks.items()}
+        for module in temporary:
+            remove_taocache(module)
+    steps = max(r.num_steps() for r in recorders.values())
+    scheduled = getattr(pipe.scheduler, "timesteps", None)
+    if scheduled is not None and len(scheduled) == steps:
+        timesteps = [float(t) for t in scheduled]
+    else:
+        seen = {s: t for r in recorders.values() for s, t in r.timesteps.items()}
+        timesteps = [seen.get(s, float(steps - s)) for s in range(steps)]
+    entries = {}
+    for (name, module), recorder in zip(denoisers, recorders.values()):
+        if recorder.has_data:
+            entries[name] = recorder.build(type(module).__name__, fingerprint(module), steps)
+    if not entries:
+        raise ValueError(
+            f"the denoiser was called too few times to calibrate ({steps} steps); use more steps"
+        )
+    samples = max(r.samples for r in recorders.values())
+    calibration = Calibration(scheduler, steps, timesteps, horizon, samples, entries)
+    if save:
+        target = Path(path) if path is not None else default_directory() / calibration.file_name()
+        calibration.save(target, overwrite=overwrite)
+        logger.info("TaoCache calibration (%d samples, %d steps) written to %s", samples, steps, target)
+    for hook in existing.values():
+        hook.add_calibration(calibration)
+    return calibration

@@ -1,0 +1,135 @@
+"""On-disk cache of the expensive editing artefacts (optimised embedding, inverted noise, null embeddings).
+
+Text optimisation and null-text inversion cost hundreds of model calls; sampling one edit costs one pass.
+Keeping the artefacts, keyed by everything they depend on (the image's pixels as the model sees them, the
+prompt, the model's identity and the settings of the stage), makes a sweep over alpha and S, or a second run,
+pay only for sampling. Files are safetensors, written to a temporary name and renamed, so an interrupted run
+never leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: Where artefacts go unless a cache directory is given (or ``TAOCACHE_EDIT_CACHE`` is set).
+DEFAULT_CACHE_DIR = Path("~/.cache/taocache/edit")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TAOCACHE_EDIT_CACHE", DEFAULT_CACHE_DIR)).expanduser()
+
+
+def image_digest(image: np.ndarray) -> str:
+    """Hash of an (H, W, 3) image's pixels as the model receives them (8-bit), independent of file format."""
+    pixels = np.ascontiguousarray(np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8))
+    return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
+@torch.no_grad()
+def model_identity(pipe) -> str:
+    """Hash of the pipeline's configuration and weights (one pass of sums over every parameter).
+
+    A folder name is not enough: retraining a model in place, or two models built in code, must not share
+    artefacts.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str).encode())
+    for name in ("unet", "vae", "text_encoder"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        digest.update(json.dumps(_config_dict(module), sort_keys=True, default=str).encode())
+        for key, tensor in module.state_dict().items():
+            values = tensor.detach().double()
+            stats = (
+                key,
+                tuple(tensor.shape),
+                str(tensor.dtype),
+                values.sum().item(),
+                values.abs().sum().item(),
+            )
+            digest.update(repr(stats).encode())
+    return digest.hexdigest()
+
+
+def _config_dict(module) -> dict:
+    config = getattr(module, "config", None)
+    if config is None:
+        return {}
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def artefact_key(kind: str, **parts) -> str:
+    """A stable hash of ``kind`` and its ``parts`` (strings, numbers)."""
+    text = json.dumps({"kind": kind, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class ArtefactCache:
+    """A folder of ``<kind>-<key>.safetensors`` files; ``directory=None`` disables it (nothing read or kept)."""
+
+    def __init__(self, directory: str | os.PathLike | None = "default"):
+        if directory == "default":
+            directory = default_cache_dir()
+        self.directory = Path(directory).expanduser() if directory is not None else None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.directory / f"{kind}-{key}.safetensors"
+
+    def load(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
+        """The stored tensors, or None when absent (or unreadable, which is logged and treated as absent)."""
+        if not self.enabled:
+            return None
+        path = self.path(kind, key)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(path)
+        except (OSError, SafetensorError) as err:  # a damaged file is recomputed, not fatal
+            logger.warning("ignoring unreadable cached artefact %s (%s)", path, err)
+            self.misses += 1
+            return None
+        self.hits += 1
+        logger.info("reusing cached %s %s", kind, path.name)
+        return tensors
+
+    def save(
+        self, kind: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None
+    ) -> None:
+        """Store ``tensors`` atomically (temporary file, then rename)."""
+        if not self.enabled:
+            return
+        from safetensors.torch import save_file
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(kind, key)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            contiguous = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+            meta = {k: str(v) for k, v in (metadata or {}).items()}
+            save_file(contiguous, temporary, metadata=meta)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)

@@ -1,0 +1,275 @@
+"""``taocache edit``, ``taocache edit-batch`` and ``taocache edit-eval``: parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .config import INVERSIONS, EditConfig, default_config
+
+
+def register(subparsers) -> None:
+    edit = subparsers.add_parser(
+        "edit",
+        help="non-rigid edit of one image (text optimisation, inversion, timestep-aware injection)",
+        description="Edit IMAGE from what --source describes to what --target asks; writes the edit to "
+        "--output and a grid (input, reconstruction, the sweep) beside it as <name>_grid.png.",
+    )
+    edit.add_argument("image", help="input image (any format Pillow reads)")
+    edit.add_argument("--source", required=True, help="a prompt describing the input image")
+    edit.add_argument("--target", required=True, help="a prompt describing the wanted result")
+    edit.add_argument("--output", required=True, help="where to write the edited image (e.g. out.png)")
+    edit.add_argument("--sweep-alpha", help="comma-separated alphas to show in the grid, e.g. 0,0.2,0.4")
+    edit.add_argument(
+        "--sweep-steps-source", help="comma-separated S values to show in the grid, e.g. 5,10,20"
+    )
+    _model_arguments(edit)
+    _setting_arguments(edit)
+    edit.add_argument("--force", action="store_true", help="overwrite existing output files")
+    edit.set_defaults(func=run_edit)
+
+    batch = subparsers.add_parser(
+        "edit-batch",
+        help="run the edits of a TOML spec (see samples/edits/world.toml)",
+        description="Run every [[edit]] of SPEC; a failing item is reported and the others still run. The exit "
+        "status is 1 when any item failed.",
+    )
+    batch.add_argument("spec", help="TOML batch spec")
+    batch.add_argument(
+        "--output-dir", help="folder for the outputs (default: the spec's output_dir, relative to it)"
+    )
+    _model_arguments(batch)
+    _setting_arguments(batch)
+    batch.add_argument("--force", action="store_true", help="overwrite existing output files")
+    batch.set_defaults(func=run_batch_command)
+
+    evaluate = subparsers.add_parser(
+        "edit-eval",
+        help="evaluate editing on held-out move/resize edits of the sample world",
+        description="Score the method against DDIM inversion + target prompt and SDEdit on held-out edits of "
+        "the sample world; records stream to OUTPUT_DIR/records.jsonl (a rerun resumes), a summary "
+        "is written to summary.json and summary.md.",
+    )
+    evaluate.add_argument("--cases", type=int, default=24, help="number of edits (half moves, half resizes)")
+    evaluate.add_argument("--output-dir", default="eval/results/edit", help="where records and summaries go")
+    evaluate.add_argument(
+        "--sweep-alpha", default="0,0.5,1", help="alphas also scored ('' for none)"
+    )
+    evaluate.add_argument(
+        "--sweep-steps-source", default="10,20", help="S values of the alpha sweep ('' for --steps-source only)"
+    )
+    evaluate.add_argument("--restart", action="store_true", help="discard earlier records in --output-dir")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the case selection")
+    evaluate.add_argument(
+        "--split", choices=("held-out", "train"), default="held-out",
+        help="scenes to edit: held-out (the evaluation) or train (for choosing settings)",
+    )
+    evaluate.add_argument("--kinds", default="move,resize", help="edit kinds to alternate over (move, resize)")
+    _model_arguments(evaluate)
+    _setting_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval_command)
+
+
+def _model_arguments(parser) -> None:
+    parser.add_argument(
+        "--model", help="recipe name, recipe file, pipeline folder or hub id (default: tiny-t2i)"
+    )
+    parser.add_argument("--cache-dir", help="artefact cache folder (default: ~/.cache/taocache/edit)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or keep cached artefacts")
+    parser.add_argument(
+        "--taocache",
+        action="store_true",
+        help="run the sampling stage with TaoCache (taocache.enable with its default config)",
+    )
+
+
+def _setting_arguments(parser) -> None:
+    published = EditConfig()
+    note = "default: the model's measured setting, else the published"
+    parser.add_argument(
+        "--alpha", type=float, help=f"weight of the target text in the injected text ({note}: {published.alpha})"
+    )
+    parser.add_argument(
+        "--steps-source", type=int, help=f"S, steps on the source prompt ({note}: {published.steps_source})"
+    )
+    parser.add_argument("--inversion", choices=INVERSIONS, help=f"inversion method ({published.inversion})")
+    parser.add_argument("--num-steps", type=int, help=f"DDIM steps ({published.num_steps})")
+    parser.add_argument("--guidance-scale", type=float, help=f"guidance scale ({published.guidance_scale})")
+    parser.add_argument("--text-steps", type=int, help=f"text optimisation steps ({note}: {published.text_steps})")
+    parser.add_argument("--text-lr", type=float, help=f"text optimisation learning rate ({published.text_lr})")
+    parser.add_argument(
+        "--null-inner-steps", type=int, help=f"null-text steps per step ({published.null_inner_steps})"
+    )
+    parser.add_argument("--null-lr", type=float, help=f"null-text base learning rate ({note}: {published.null_lr})")
+    parser.add_argument("--edit-seed", type=int, help=f"seed of text optimisation ({published.seed})")
+
+
+def _recipe(args):
+    """The recipe ``--model`` names (cheap: nothing is loaded), so settings can be checked before loading."""
+    from ..recipes import find_recipe
+
+    return find_recipe(args.model, kind="image")
+
+
+def _config(args, recipe) -> EditConfig:
+    return default_config(recipe.name).with_values(
+        alpha=args.alpha,
+        steps_source=args.steps_source,
+        inversion=args.inversion,
+        num_steps=args.num_steps,
+        guidance_scale=args.guidance_scale,
+        text_steps=args.text_steps,
+        text_lr=args.text_lr,
+        null_inner_steps=args.null_inner_steps,
+        null_lr=args.null_lr,
+        seed=args.edit_seed,
+    )
+
+
+def _cache_dir(args):
+    if args.no_cache:
+        return None
+    return args.cache_dir or "default"
+
+
+def _load(recipe):
+    from ..recipes import load_pipeline
+
+    return load_pipeline(recipe, kind="image")
+
+
+def _taocache_config(args, pipe, config: EditConfig, prompts: list[str]):
+    """None, or TaoCache calibrated for this model and these settings (kept in the artefact cache)."""
+    if not args.taocache:
+        return None
+    from .acceleration import cache_available, calibrated_cache_config
+    from .artefacts import ArtefactCache, model_identity
+    from .inputs import model_size
+
+    if not cache_available():
+        raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
+    height, width = model_size(pipe)
+    call = {"num_inference_steps": config.num_steps, "guidance_scale": config.guidance_scale,
+            "height": height, "width": width}
+    cache = ArtefactCache(_cache_dir(args))
+    path = None
+    if cache.enabled:
+        name = f"taocache-{model_identity(pipe)[:16]}-{config.num_steps}-{config.guidance_scale:g}.json"
+        path = cache.directory / name
+    return calibrated_cache_config(pipe, prompts, call, path)
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def run_edit(args) -> int:
+    from .edit_file import edit_file, parse_list
+
+    recipe = _recipe(args)
+    config = _config(args, recipe)
+    alphas = parse_list(args.sweep_alpha, float, "--sweep-alpha")
+    steps = parse_list(args.sweep_steps_source, int, "--sweep-steps-source")
+    if args.taocache:
+        from .acceleration import cache_available
+
+        if not cache_available():
+            raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
+    pipe, recipe = _load(recipe)
+    cache_config = _taocache_config(args, pipe, config, [args.source, args.target])
+    report = edit_file(
+        pipe,
+        args.image,
+        args.source,
+        args.target,
+        args.output,
+        config,
+        alphas,
+        steps,
+        recipe,
+        _cache_dir(args),
+        overwrite=args.force,
+        cache_config=cache_config,
+    )
+    r = report.reconstruction
+    print(f"edit written to {report.output}")
+    print(f"grid written to {report.grid}")
+    print(
+        f"reconstruction ({config.inversion}): PSNR {_number(r['psnr'])} dB, SSIM {_number(r['ssim'])}, "
+        f"LPIPS {_number(r['lpips'])}"
+    )
+    cached = ", ".join(f"{k} {'cached' if v else 'computed'}" for k, v in report.from_cache.items())
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()) + f" ({cached})")
+    for setting in report.settings:
+        if "stats" in setting:
+            stats = setting["stats"]
+            print(
+                f"TaoCache at S={setting['steps_source']} alpha={setting['alpha']:g}: "
+                f"{stats.get('computed')} of {stats.get('calls')} denoiser calls computed"
+            )
+    return 0
+
+
+def run_batch_command(args) -> int:
+    from .batch import load_spec, run_batch
+
+    spec = load_spec(args.spec, args.output_dir)
+    if args.model is None:
+        args.model = spec.model
+    recipe = _recipe(args)
+    config = _config(args, recipe)
+    pipe, recipe = _load(recipe)
+    prompts = [p for item in spec.items for p in (item.source, item.target) if p.strip()] or ["a shape"]
+    cache_config = _taocache_config(args, pipe, config, prompts)
+    result = run_batch(
+        spec, pipe, recipe, config, _cache_dir(args), overwrite=args.force, cache_config=cache_config
+    )
+    for item, report in result.done:
+        print(
+            f"[{item.index}] {item.image} -> {report.output} (reconstruction PSNR "
+            f"{_number(report.reconstruction['psnr'])} dB)"
+        )
+    if result.failed:
+        print(
+            f"{len(result.failed)} of {len(result.done) + len(result.failed)} edit(s) failed:",
+            file=sys.stderr,
+        )
+        for index, message in result.failed:
+            print(f"  [{index}] {message}", file=sys.stderr)
+        return 1
+    print(f"all {len(result.done)} edit(s) done")
+    return 0
+
+
+def run_eval_command(args) -> int:
+    from .acceleration import cache_available
+    from .edit_file import parse_list
+    from .evaluation import EvalSettings, run_evaluation, summary_markdown
+
+    if args.cases < 1:
+        raise ValueError(f"--cases={args.cases} must be at least 1")
+    if args.taocache and not cache_available():
+        raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
+    recipe = _recipe(args)
+    settings = EvalSettings(
+        cases=args.cases,
+        config=_config(args, recipe),
+        sweep_alpha=tuple(parse_list(args.sweep_alpha, float, "--sweep-alpha") or ())
+        if args.sweep_alpha
+        else (),
+        sweep_steps_source=tuple(parse_list(args.sweep_steps_source, int, "--sweep-steps-source") or ())
+        if args.sweep_steps_source
+        else (),
+        taocache=args.taocache,
+        seed=args.seed,
+        split=args.split,
+        kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+    )
+    settings.cases_to_run()  # checks the split and kinds before the model is loaded
+    pipe, recipe = _load(recipe)
+    summary = run_evaluation(
+        pipe, recipe.name, args.output_dir, settings, _cache_dir(args), restart=args.restart
+    )
+    print(summary_markdown(summary))
+    print(json.dumps(summary["targets"], indent=2))
+    return 0

@@ -1,0 +1,239 @@
+"""The non-rigid editor: prepare an image once (text optimisation, inversion), then sample any edit.
+
+    editor = NonRigidEditor(pipe)
+    prepared = editor.prepare(image, source="a small red circle on the left ...", target="... on the right ...")
+    result = editor.edit(prepared, alpha=0.6, steps_source=10)
+
+Preparing is the expensive part and is cached on disk (:mod:`.artefacts`); an edit is one sampling pass, so a
+sweep over alpha and S costs one pass per setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .artefacts import ArtefactCache, artefact_key, image_digest, model_identity
+from .config import EditConfig
+from .inputs import check_prompt
+from .inversion import Inversion, ddim_pivots, invert
+from .latents import decode_latent, encode_image, encode_text
+from .sampling import blend, inject_and_sample
+from .schedulers import editing_schedulers
+from .text_optimization import optimize_text_embedding
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedImage:
+    """Everything an edit of one image needs, and what preparing it cost."""
+
+    image: np.ndarray
+    source: str
+    target: str
+    config: EditConfig
+    latent: torch.Tensor
+    source_embedding: torch.Tensor
+    target_embedding: torch.Tensor
+    optimised_embedding: torch.Tensor
+    inversion: Inversion
+    seconds: dict = field(default_factory=dict)
+    from_cache: dict = field(default_factory=dict)
+
+
+@dataclass
+class Edit:
+    """One sampled result: the image, its settings, and the sampling time (and cache statistics, if cached)."""
+
+    image: np.ndarray
+    alpha: float
+    steps_source: int
+    seconds: float
+    cache: dict = field(default_factory=dict)
+
+
+class NonRigidEditor:
+    """Edits images with one pipeline, settings ``config`` and an artefact cache (``cache_dir=None``: none)."""
+
+    def __init__(self, pipe, config: EditConfig | None = None, cache_dir="default", progress: bool = True):
+        self.pipe = pipe
+        self.config = config or EditConfig()
+        self.cache = ArtefactCache(cache_dir)
+        self.progress = progress
+        self._identity = None
+        self._empty = None
+        self._pivots = (None, None)
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = model_identity(self.pipe)
+        return self._identity
+
+    def schedulers(self, config: EditConfig | None = None):
+        return editing_schedulers(self.pipe, (config or self.config).num_steps)
+
+    def empty_embedding(self) -> torch.Tensor:
+        if self._empty is None:
+            self._empty = encode_text(self.pipe, "")
+        return self._empty
+
+    # ------------------------------------------------------------------------------------------ preparing
+
+    def prepare(
+        self, image: np.ndarray, source: str, target: str, config: EditConfig | None = None
+    ) -> PreparedImage:
+        """Encode, optimise the target text and invert ``image`` (an (H, W, 3) float array at the model's size)."""
+        config = config or self.config
+        source, target = check_prompt("source", source), check_prompt("target", target)
+        image = np.asarray(image, dtype=np.float32)
+        _check_image(self.pipe, image)
+        digest = image_digest(image)
+        seconds, from_cache = {}, {}
+        latent = encode_image(self.pipe, image)
+        source_embedding = encode_text(self.pipe, source)
+        target_embedding = encode_text(self.pipe, target)
+
+        start = time.perf_counter()
+        optimised, from_cache["text"] = self._optimised_embedding(
+            digest, latent, target, target_embedding, config
+        )
+        seconds["text_optimisation"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        inversion, from_cache["inversion"] = self._inversion(digest, latent, source, source_embedding, config)
+        seconds["inversion"] = time.perf_counter() - start
+        return PreparedImage(
+            image,
+            source,
+            target,
+            config,
+            latent,
+            source_embedding,
+            target_embedding,
+            optimised,
+            inversion,
+            seconds,
+            from_cache,
+        )
+
+    def _optimised_embedding(self, digest, latent, target, target_embedding, config):
+        key = artefact_key(
+            "text",
+            image=digest,
+            target=target,
+            model=self.identity,
+            steps=config.text_steps,
+            lr=config.text_lr,
+            seed=config.seed,
+        )
+        stored = self.cache.load("text", key)
+        if stored is not None:
+            return stored["optimised_embedding"].to(latent.device), True
+        optimised = optimize_text_embedding(
+            self.pipe, latent, target_embedding, config.text_steps, config.text_lr, config.seed, self.progress
+        )
+        self.cache.save(
+            "text", key, {"optimised_embedding": optimised}, {"target": target, "steps": config.text_steps}
+        )
+        return optimised, False
+
+    def invert(self, prepared: PreparedImage, inversion: str) -> PreparedImage:
+        """``prepared`` with its inversion redone (or read from the cache) by another ``inversion`` method."""
+        config = prepared.config.with_values(inversion=inversion)
+        digest = image_digest(prepared.image)
+        found, _ = self._inversion(
+            digest, prepared.latent, prepared.source, prepared.source_embedding, config
+        )
+        return replace(prepared, config=config, inversion=found)
+
+    def _inversion(self, digest, latent, source, source_embedding, config):
+        settings = {"method": config.inversion, "steps": config.num_steps, "guidance": config.guidance_scale}
+        if config.inversion == "null-text":
+            settings.update(inner=config.null_inner_steps, lr=config.null_lr, stop=config.null_early_stop)
+        key = artefact_key("inversion", image=digest, source=source, model=self.identity, **settings)
+        stored = self.cache.load("inversion", key)
+        if stored is not None:
+            noise, nulls = stored["noise"].to(latent.device), stored["null_embeddings"].to(latent.device)
+            return Inversion(config.inversion, noise, nulls), True
+        sampler, inverter = self.schedulers(config)
+        pivots_key = (digest, source, config.num_steps)
+        if self._pivots[0] != pivots_key:  # the methods share one DDIM inversion of the same image and prompt
+            self._pivots = (pivots_key, ddim_pivots(self.pipe, inverter, latent, source_embedding))
+        inversion = invert(
+            self.pipe,
+            sampler,
+            inverter,
+            latent,
+            source_embedding,
+            self.empty_embedding(),
+            config.inversion,
+            config.guidance_scale,
+            config.null_inner_steps,
+            config.null_lr,
+            config.null_early_stop,
+            self.progress,
+            pivots=self._pivots[1],
+        )
+        self.cache.save(
+            "inversion",
+            key,
+            {"noise": inversion.noise, "null_embeddings": inversion.null_embeddings},
+            {"source": source, **settings},
+        )
+        return inversion, False
+
+    # -------------------------------------------------------------------------------------------- editing
+
+    def edit(
+        self,
+        prepared: PreparedImage,
+        alpha: float | None = None,
+        steps_source: int | None = None,
+        cache_config=None,
+    ) -> Edit:
+        """Sample one edit; ``alpha`` / ``steps_source`` default to the prepared config's."""
+        config = prepared.config.with_values(alpha=alpha, steps_source=steps_source)
+        sampler, _ = self.schedulers(config)
+        edit_embedding = blend(prepared.target_embedding, prepared.optimised_embedding, config.alpha)
+        report: dict = {}
+        start = time.perf_counter()
+        latent = inject_and_sample(
+            self.pipe,
+            sampler,
+            prepared.inversion,
+            prepared.source_embedding,
+            edit_embedding,
+            config.steps_source,
+            config.guidance_scale,
+            cache_config=cache_config,
+            cache_report=report,
+        )
+        seconds = time.perf_counter() - start
+        return Edit(decode_latent(self.pipe, latent), config.alpha, config.steps_source, seconds, report)
+
+    def reconstruct(self, prepared: PreparedImage) -> np.ndarray:
+        """The input as the inversion reproduces it: every step conditioned on the source prompt."""
+        return self.edit(prepared, steps_source=prepared.config.num_steps).image
+
+    def sweep(self, prepared: PreparedImage, alphas, steps_sources, cache_config=None) -> list[Edit]:
+        """One edit per (steps_source, alpha) pair, in that nesting order."""
+        return [self.edit(prepared, a, s, cache_config) for s in steps_sources for a in alphas]
+
+
+def _check_image(pipe, image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    if image.shape[0] % scale or image.shape[1] % scale:
+        raise ValueError(
+            f"image size {image.shape[1]}x{image.shape[0]} is not a multiple of the VAE's factor {scale}; "
+            "bring it to the model's size first (taocache.edit.inputs.fit_to_model)"
+        )
+    if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+        raise ValueError("image pixels must be finite floats in [0, 1]")

@@ -1,0 +1,104 @@
+"""Reading what the user gives: an image file in any format Pillow reads, and the prompts.
+
+An image is brought to what the model expects (RGB, the model's size) with every change logged: transparency
+is composited over white, greyscale and palette images are expanded to RGB, and a differently shaped image is
+centre-cropped to the model's aspect ratio and resized.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def load_image(path: str | Path) -> PIL.Image.Image:  # noqa: F821
+    """The image at ``path`` as RGB; clear errors for a missing, unreadable or non-image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input image {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"input image {path} is not a file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(
+            f"cannot read {path} as an image ({err}); give a file Pillow can open (PNG, JPEG, WebP, BMP, TIFF, ...)"
+        ) from err
+    return to_rgb(image, name=str(path))
+
+
+def to_rgb(image, name: str = "image"):
+    """RGB copy of a PIL image: alpha composited over white, greyscale / palette / 16-bit expanded."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGBa"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        logger.info("%s: %s image composited over white", name, mode)
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = float(array.max() - array.min()) or 1.0
+        image = Image.fromarray(np.uint8(np.rint((array - array.min()) / span * 255.0)), mode="L")
+    logger.info("%s: %s image converted to RGB", name, mode)
+    return image.convert("RGB")
+
+
+def fit_to_model(image, height: int, width: int, name: str = "image") -> np.ndarray:
+    """(height, width, 3) float32 array in [0, 1]: centre crop to the model's aspect ratio, then resize."""
+    from PIL import Image
+
+    w, h = image.size
+    if (w, h) != (width, height):
+        target_ratio = width / height
+        if w / h > target_ratio:  # too wide: crop the sides
+            new_w = max(1, round(h * target_ratio))
+            left = (w - new_w) // 2
+            box = (left, 0, left + new_w, h)
+        else:  # too tall: crop top and bottom
+            new_h = max(1, round(w / target_ratio))
+            top = (h - new_h) // 2
+            box = (0, top, w, top + new_h)
+        image = image.crop(box).resize((width, height), Image.Resampling.LANCZOS)
+        logger.info(
+            "%s: %dx%d centre-cropped to %dx%d and resized to %dx%d (the model's size)",
+            name,
+            w,
+            h,
+            box[2] - box[0],
+            box[3] - box[1],
+            width,
+            height,
+        )
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def check_prompt(name: str, prompt) -> str:
+    """``prompt`` stripped; ValueError when it is not a non-empty string."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(
+            f"the {name} prompt is empty; describe the {'input image' if name == 'source' else 'wanted result'} "
+            'in words, e.g. "a small red circle on the left on a dark background"'
+        )
+    return prompt.strip()
+
+
+def model_size(pipe, recipe=None) -> tuple[int, int]:
+    """(height, width) the model generates: the recipe's call size, else the UNet's native size."""
+    call = getattr(recipe, "call", None) or {}
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    native = pipe.unet.config.sample_size * scale
+    return int(call.get("height", native)), int(call.get("width", native))

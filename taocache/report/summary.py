@@ -1,0 +1,184 @@
+"""The summary of a results file as plain data (the JSON summary) and as Markdown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..bench.records import read_records
+from . import aggregate as agg
+
+CONVENTIONS = [
+    (
+        "Quality is measured against the full run of the same prompt and seed: frames as RGB in [0, 1], "
+        "each metric computed per frame and averaged over the frames, then averaged over prompts and seeds."
+    ),
+    (
+        f"Identical videos have infinite PSNR; in means they count as {agg.PSNR_CAP:.0f} dB (column "
+        "'identical')."
+    ),
+    (
+        "Speed-up = total denoising-loop time of the full runs / that of the method over the same prompts "
+        "and seeds, measured (median of the timed repeats after one warm-up call), not derived from call "
+        "counts."
+    ),
+    (
+        "Call ratio = computed denoiser calls of the full run / the method's, where each call counts by the "
+        "share of the full call's linear-layer work it actually executed (counted with forward hooks for "
+        "every method)."
+    ),
+    (
+        "Matched speed-ups are read off each method's frontier (its settings that nothing else of the "
+        "method beats on both speed-up and quality) by linear interpolation; '-' means outside the swept "
+        "range. Below a frontier's first point, when slower settings were swept, the first point's value "
+        "counts (it is faster and better than they are)."
+    ),
+]
+
+
+def summarise(results: str | Path) -> dict:
+    """Everything the report shows, as JSON-ready data."""
+    records = read_records(results)
+    sessions, runs = agg.split_records(records)
+    if not sessions or not runs:
+        raise ValueError(
+            f"{results} holds no benchmark records (sessions: {len(sessions)}, runs: {len(runs)})"
+        )
+    last = sessions[-1]
+    numbers = agg.aggregate(runs)
+    lpips = last.get("lpips", {})
+    return {
+        "title": f"TaoCache benchmark: {last['model']}",
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "results": str(results),
+        "benchmark": {
+            "model": last["model"],
+            "pipeline": last.get("pipeline"),
+            "kind": last.get("kind"),
+            "call": last.get("call"),
+            "prompts": len({(r["prompt_index"]) for r in runs}),
+            "seeds": sorted({r["seed"] for r in runs}),
+            "repeats": last.get("repeats"),
+            "sweep": last.get("sweep"),
+            "description": last.get("description"),
+            "calibration": last.get("calibration"),
+            "sessions": len({s["key"] for s in sessions}),
+            "processes": max(s.get("processes", 1) for s in sessions),
+        },
+        "environment": last.get("environment", {}),
+        "environments_differ": len({_machine(s) for s in sessions}) > 1,
+        "lpips": lpips,
+        "full": numbers["full"],
+        "settings": numbers["settings"],
+        "targets": list(agg.TARGETS),
+        "matched": {
+            "speedup": agg.matched_table(numbers["settings"], "speedup"),
+            "call_ratio": agg.matched_table(numbers["settings"], "call_ratio"),
+        },
+        "timeline": agg.timeline(runs),
+        "media": agg.media(runs),
+        "featured": agg.featured(numbers["settings"], agg.media(runs)),
+        "unmeasured": agg.unmeasured(sessions, runs),
+        "conventions": CONVENTIONS,
+    }
+
+
+def _machine(session: dict) -> tuple:
+    env = session.get("environment", {})
+    return env.get("cpu"), env.get("gpu"), tuple(sorted((env.get("versions") or {}).items()))
+
+
+# ----------------------------------------------------------------------------------------------- Markdown
+
+
+def fmt(value, digits: int = 2, empty: str = "-") -> str:
+    if value is None:
+        return empty
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _metric_digits(metric: str) -> int:
+    return {"psnr": 2, "ssim": 4, "lpips": 4}[metric]
+
+
+def machine_line(summary: dict) -> str:
+    env = summary["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
+    cpu = (
+        f"CPU only: {env.get('cpu')} ({env.get('cpu_count')} cores, {env.get('torch_threads')} torch threads)"
+    )
+    where = env.get("gpu") or cpu
+    return f"{where}; {env.get('platform')}; Python {env.get('python')}; {versions}"
+
+
+def to_markdown(summary: dict) -> str:
+    b = summary["benchmark"]
+    lines = [
+        f"# {summary['title']}",
+        "",
+        f"Generated {summary['generated']} from `{summary['results']}`.",
+        "",
+        f"- Machine: {machine_line(summary)}",
+        f"- Model: {b['model']} ({b['pipeline']}), call {b['call']}",
+        (
+            f"- {b['prompts']} prompts x seeds {b['seeds']}; {b['repeats']} timed repeats per run; sweep "
+            f"`{b['sweep']}`"
+        ),
+        (
+            f"- Full run: {fmt(summary['full']['loop_s'], 3)} s denoising loop, "
+            f"{fmt(summary['full']['call_s'], 3)} s whole call, {fmt(summary['full']['calls'], 0)} denoiser "
+            "calls (means)"
+        ),
+    ]
+    if summary["environments_differ"]:
+        lines.append(
+            "- Warning: the runs were measured in sessions on different machines or library versions."
+        )
+    lines += ["", "## Quality at matched speed-ups (denoising loop, measured)", ""]
+    lines += _matched_markdown(summary, "speedup")
+    lines += ["", "## Quality at matched call ratios", ""]
+    lines += _matched_markdown(summary, "call_ratio")
+    lines += ["", "## Every setting", ""]
+    lines += settings_markdown(summary)
+    if summary.get("media_links"):
+        lines += ["", "## Side by side (first prompt and seed: full run | method | difference)", ""]
+        lines += [f"![{label}]({link}) {label}  " for label, link in summary["media_links"].items()]
+    lines += ["", "## Not measured", ""]
+    lines += [f"- {note}" for note in summary["unmeasured"]] or ["- everything was measured"]
+    lines += ["", "## How to read this", ""] + [f"- {c}" for c in summary["conventions"]]
+    return "\n".join(lines) + "\n"
+
+
+def _matched_markdown(summary: dict, axis: str) -> list[str]:
+    targets = summary["targets"]
+    metrics = [m for m in ("psnr", "ssim", "lpips") if summary["lpips"].get("available") or m != "lpips"]
+    head = "| method | " + " | ".join(f"{m.upper()} @{t:g}x" for m in metrics for t in targets) + " |"
+    lines = [head, "|" + "---|" * (1 + len(metrics) * len(targets))]
+    for method, table in sorted(summary["matched"][axis].items()):
+        cells = [fmt(table.get(m, {}).get(str(t)), _metric_digits(m)) for m in metrics for t in targets]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def settings_markdown(summary: dict) -> list[str]:
+    lines = [
+        (
+            "| setting | runs | PSNR | SSIM | LPIPS | speed-up | call ratio | efficiency | calls made | "
+            "computed | flags |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary["settings"]:
+        if not s["runs"]:
+            error = str(s["error"]).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {s['label']} | 0 | unsupported: {error} |" + " |" * 8)
+            continue
+        flags = ", ".join(f"{k} x{v}" for k, v in s["flags"].items())
+        lines.append(
+            f"| {s['label']} | {s['runs']} | {fmt(s['psnr'])} | {fmt(s['ssim'], 4)} | {fmt(s['lpips'], 4)} | "
+            f"{fmt(s['speedup'])} | {fmt(s['call_ratio'])} | {fmt(s['efficiency'])} | "
+            f"{fmt(s['calls_made'], 1)} | {fmt(s['calls_computed'], 1)} | {flags} |"
+        )
+    return lines

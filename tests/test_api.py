@@ -1,0 +1,167 @@
+"""The public API (enable / disable / stats / calibrate), calibration files in use, and the two commands."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import taocache
+from taocache import TaoCacheConfig
+from taocache.cli import main as cli
+
+CAPTION = "a large red circle moves left on a dark background"
+WAN = {"height": 32, "width": 32, "num_frames": 9, "guidance_scale": 5.0, "max_sequence_length": 16, "num_inference_steps": 10}
+
+
+@pytest.fixture(autouse=True)
+def isolated_calibrations(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAOCACHE_CALIBRATION_DIR", str(tmp_path / "calibrations"))
+    return tmp_path / "calibrations"
+
+
+@pytest.fixture(scope="module")
+def wan():
+    from taocache.builders import tiny_wan_pipeline
+
+    torch.set_num_threads(1)
+    pipe = tiny_wan_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, **overrides):
+    return pipe(CAPTION, generator=torch.Generator().manual_seed(0), output_type="np", **{**WAN, **overrides}).frames
+
+
+@pytest.mark.parametrize("target", ["a pipeline name", 3, None])
+def test_enable_rejects_what_it_cannot_hook(target):
+    with pytest.raises(TypeError, match="DiffusionPipeline"):
+        taocache.enable(target)
+
+
+def test_pipeline_without_denoiser_is_a_type_error():
+    from diffusers import DDIMScheduler, DiffusionPipeline
+
+    class NoDenoiser(DiffusionPipeline):
+        def __init__(self, scheduler):
+            super().__init__()
+            self.register_modules(scheduler=scheduler)
+
+    with pytest.raises(TypeError, match="transformer, transformer_2, unet"):
+        taocache.enable(NoDenoiser(DDIMScheduler()))
+
+
+def test_stats_before_enable_and_disable_twice(wan, caplog):
+    with pytest.raises(ValueError, match="not enabled"):
+        taocache.stats(wan)
+    with caplog.at_level(logging.WARNING, logger="taocache"):
+        taocache.disable(wan)
+    assert "nothing to disable" in caplog.text
+
+
+def test_stats_record_is_readable_and_serialisable(wan):
+    taocache.enable(wan, TaoCacheConfig(error_budget=1.0))
+    run(wan)
+    run(wan)
+    record = taocache.stats(wan)
+    data = record.as_dict()
+    assert data["calls"] == 20 and data["computed"] + data["predicted"] == 20
+    assert data["branches"]["cond"]["decisions"] == record.branches["cond"].decisions
+    assert len(record.branches["cond"].decisions) == 10
+    text = str(record)
+    assert "computed" in text and "cond" in text and record.branches["uncond"].decisions in text
+    taocache.disable(wan)
+
+
+def test_calibrate_writes_a_file_that_enable_finds(wan, isolated_calibrations):
+    with pytest.raises(ValueError, match="non-empty list"):
+        taocache.calibrate(wan, [])
+    calibration = taocache.calibrate(wan, [CAPTION, "a small blue square moves up on a light background"],
+                                     call_kwargs=WAN, progress=False)
+    path = isolated_calibrations / calibration.file_name()
+    assert path.is_file() and calibration.samples == 2 and calibration.steps == 10
+    assert set(calibration.denoisers["transformer"].branches) == {"cond", "uncond"}
+    with pytest.raises(FileExistsError, match="overwrite"):
+        taocache.calibrate(wan, [CAPTION], call_kwargs=WAN, progress=False)
+    taocache.enable(wan, TaoCacheConfig(error_budget=1.0))
+    run(wan)  # the file is used at once: the first call already predicts
+    assert taocache.stats(wan).predicted > 0
+    taocache.disable(wan)
+
+
+def test_a_calibration_for_another_model_is_refused(wan, tmp_path):
+    from taocache.builders import tiny_sd_pipeline
+
+    sd = tiny_sd_pipeline()
+    calibration = taocache.calibrate(sd, [CAPTION], call_kwargs={"num_inference_steps": 6}, progress=False,
+                                     path=tmp_path / "sd.json")
+    with pytest.raises(ValueError, match="UNet2DConditionModel.*DDIMScheduler.*calibrate this model"):
+        taocache.enable(wan, TaoCacheConfig(calibration=tmp_path / "sd.json"))
+    with pytest.raises(ValueError, match="made for"):
+        taocache.enable(wan, TaoCacheConfig(calibration=calibration))
+
+
+def test_corrupt_calibration_file_is_named(wan, isolated_calibrations):
+    calibration = taocache.calibrate(wan, [CAPTION], call_kwargs=WAN, progress=False, save=False)
+    broken = isolated_calibrations / calibration.file_name()
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text("{ truncated")
+    with pytest.raises(ValueError, match=broken.name):
+        taocache.enable(wan)
+
+
+def test_stacking_registry_applies_and_removes_other_caches(wan):
+    from taocache.cache import api
+
+    class Marker:
+        pass
+
+    applied = []
+    api.register_cache(Marker, lambda target, cfg: applied.append(cfg), lambda target: applied.clear())
+    try:
+        marker = Marker()
+        taocache.enable(wan, [marker, TaoCacheConfig()])
+        assert applied == [marker] and "cond" not in taocache.stats(wan).branches
+        taocache.disable(wan)
+        assert applied == []
+        with pytest.raises(TypeError, match="unsupported cache config"):
+            taocache.enable(wan, [object()])
+    finally:
+        api._STACKABLE.pop(Marker, None)
+
+
+@pytest.fixture(scope="module")
+def wan_folder(tmp_path_factory):
+    from taocache.builders import tiny_wan_pipeline
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-wan"
+    tiny_wan_pipeline().save_pretrained(folder)
+    return folder
+
+
+def test_run_command_compares_and_writes_the_video(wan_folder, tmp_path, capsys):
+    import imageio.v3 as iio
+
+    out = tmp_path / "side.gif"
+    size = ["--height", "32", "--width", "32", "--frames", "9", "--steps", "10"]
+    assert cli(["run", "--model", str(wan_folder), *size, "--output", str(out), "--budget", "1.0"]) == 0
+    text = capsys.readouterr().out
+    assert "PSNR" in text and "SSIM" in text and "speed-up" in text and "predicted" in text
+    frames = iio.imread(out)
+    assert frames.shape[0] == 9 and frames.shape[2] > 2 * frames.shape[1] - 64  # two panels side by side
+    assert cli(["run", "--model", str(wan_folder), *size, "--output", str(out)]) == 2  # no overwrite
+    assert "--force" in capsys.readouterr().err
+    assert cli(["run", "--model", str(wan_folder), "--output", str(tmp_path / "x.gif")]) == 2  # no size given
+    assert "--height" in capsys.readouterr().err
+
+
+def test_calibrate_command(wan_folder, tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    args = ["calibrate", "--model", str(wan_folder), "--height", "32", "--width", "32", "--frames", "9",
+            "--steps", "8", "--num-prompts", "2", "--output", str(out)]
+    assert cli(args) == 0 and out.is_file()
+    assert taocache.Calibration.load(out).samples == 2
+    assert cli(args) == 2 and "--force" in capsys.readouterr().err
+    assert cli(args + ["--force"]) == 0
+    assert np.isfinite(taocache.Calibration.load(out).timesteps).all()

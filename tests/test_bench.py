@@ -1,0 +1,200 @@
+"""The benchmark harness on a tiny random WanPipeline: records, resume, probe counts, flags, peers."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from taocache.bench import Benchmark, BenchPlan, make_method
+from taocache.bench.methods import METHODS, Method, register_method
+from taocache.bench.records import append_record, finished_keys, read_records
+from taocache.bench.static_skip import StaticSkipConfig
+from taocache.bench.sweep import world_calibration_prompts, world_prompts
+from taocache.metrics import LPIPS
+
+CALL = {
+    "height": 32,
+    "width": 32,
+    "num_frames": 9,
+    "num_inference_steps": 6,
+    "guidance_scale": 5.0,
+    "max_sequence_length": 16,
+}
+NO_LPIPS = LPIPS("alex", None, "LPIPS unavailable: no backbone in the tests")
+
+
+class DoesNothing(Method):
+    """A broken cache: claims to be a method, changes nothing. The harness must flag it."""
+
+    name = "test-does-nothing"
+    description = "test double"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from taocache.builders import tiny_wan_pipeline
+
+    torch.set_num_threads(1)
+    pipeline = tiny_wan_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _plan(methods, **overrides):
+    settings = {
+        "model": "tiny-random",
+        "call": CALL,
+        "prompts": world_prompts()[:1],
+        "seeds": [0],
+        "methods": methods,
+        "repeats": 1,
+        "calibration_prompts": world_calibration_prompts(count=1),
+    }
+    settings.update(overrides)
+    return BenchPlan(**settings)
+
+
+@pytest.fixture(scope="module")
+def bench_run(pipe, tmp_path_factory):
+    register_method(DoesNothing)
+    methods = [
+        make_method("steps", {"steps": 3}),
+        make_method("static", {"interval": 2, "start": 2}),
+        make_method("magcache", {"threshold": 0.5}),
+        make_method("taylorseer", {"interval": 2, "start": 2}),
+        make_method("fastercache"),
+        make_method("taocache", {"error_budget": 0.5}),
+        make_method("test-does-nothing"),
+    ]
+    results = tmp_path_factory.mktemp("bench") / "results.jsonl"
+    Benchmark(pipe, _plan(methods), results, lpips=NO_LPIPS, progress=False).run()
+    yield results, methods
+    METHODS.pop(DoesNothing.name, None)
+
+
+def _runs(path):
+    return {r["label"]: r for r in read_records(path) if r["type"] == "run"}
+
+
+def test_every_run_is_recorded_with_its_measurements(bench_run):
+    results, methods = bench_run
+    runs = _runs(results)
+    assert set(runs) == {"full"} | {m.label for m in methods}
+    full = runs["full"]
+    assert full["calls"]["made"] == 12 and full["calls"]["computed"] == pytest.approx(12)
+    assert full["timing"]["loop_s"] > 0 and len(full["timing"]["step_s"]) == 6
+    assert full["timing"]["loop_s"] < full["timing"]["call_s"]
+    steps = runs["steps steps=3"]
+    assert steps["status"] == "ok" and steps["calls"]["made"] == 6 and steps["steps"] == 3
+    assert steps["speedup"]["calls"] == pytest.approx(2.0)
+    assert steps["speedup"]["loop"] > 0 and 0 < steps["metrics"]["ssim"] < 1
+    assert steps["metrics"]["lpips"] is None and "no backbone" in steps["metrics"]["lpips_unavailable"]
+    session = next(r for r in read_records(results) if r["type"] == "session")
+    assert session["environment"]["versions"]["diffusers"] and session["call"] == CALL
+
+
+def test_probe_sees_exactly_the_static_schedule(bench_run):
+    runs = _runs(bench_run[0])
+    decisions = runs["static interval=2 start=2"]["calls"]["decisions"]
+    # steps 0, 1 before the start, then every 2nd step, and the last step always: 0 1 2 . 4 5
+    computed = [all(f == 1.0 for f in step) for step in decisions]
+    assert computed == [StaticSkipConfig(2, 2).computes(i, 6) for i in range(6)]
+    assert computed == [True, True, True, False, True, True]
+    assert all(f == 0.0 for f in decisions[3])
+    assert runs["static interval=2 start=2"]["calls"]["computed"] == pytest.approx(10)
+
+
+def test_block_caches_count_partial_work(bench_run):
+    runs = _runs(bench_run[0])
+    magcache = runs["magcache threshold=0.5"]
+    assert magcache["calibration"]["ratios"] and len(magcache["calibration"]["ratios"]) == 6
+    skipped = [f for step in magcache["calls"]["decisions"] for f in step if f < 1]
+    assert skipped and all(0 < f < 0.5 for f in skipped)  # embeddings still run, the blocks do not
+    taylor = runs["taylorseer interval=2 start=2"]
+    assert taylor["calls"]["computed"] < 12 and math.isfinite(taylor["metrics"]["psnr"])
+    assert "identical_to_full_run" not in taylor["flags"]
+
+
+def test_a_method_that_does_nothing_is_flagged(bench_run):
+    record = _runs(bench_run[0])["test-does-nothing"]
+    assert record["metrics"]["psnr"] == "inf"
+    assert {"identical_to_full_run", "saves_no_work"} <= set(record["flags"])
+
+
+def test_an_unsupported_peer_is_recorded_not_fatal(bench_run):
+    record = _runs(bench_run[0])["fastercache"]
+    assert record["status"] == "unsupported" and "IndexError" in record["error"]
+
+
+def test_taocache_runs_through_its_adapter(bench_run):
+    record = _runs(bench_run[0])["taocache error_budget=0.5"]
+    import taocache
+
+    if not hasattr(taocache, "enable"):
+        assert record["status"] == "unsupported"
+        return
+    assert record["status"] == "ok", record.get("error")
+    assert record["method_stats"]["calls"] == record["calls"]["made"]
+    assert "self_report_differs_from_probe" not in record["flags"]
+
+
+def test_rerun_resumes_and_a_torn_line_is_redone(pipe, bench_run, tmp_path):
+    results, methods = bench_run
+    copy = tmp_path / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    last_run = max(i for i, line in enumerate(lines) if '"type": "run"' in line)
+    redo = json.loads(lines[last_run])["label"]
+    copy.write_text("".join(lines[:last_run]) + lines[last_run][:40])  # interrupted in mid-write
+    Benchmark(pipe, _plan(methods), copy, lpips=NO_LPIPS, progress=False).run()
+    runs = [r for r in read_records(copy) if r["type"] == "run"]
+    assert sorted(r["label"] for r in runs) == sorted(_runs(results))
+    assert [r["label"] for r in runs].count(redo) == 1
+    before = len(runs)
+    Benchmark(pipe, _plan(methods), copy, lpips=NO_LPIPS, progress=False).run()
+    assert len([r for r in read_records(copy) if r["type"] == "run"]) == before
+
+
+def test_plan_refuses_pipeline_defaults_and_bad_settings():
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        _plan([], call={"height": 32, "width": 32, "num_frames": 9})
+    with pytest.raises(ValueError, match="own default size"):
+        _plan([], call={"num_inference_steps": 4})
+    with pytest.raises(ValueError, match="fewer steps than the full run"):
+        _plan([make_method("steps", {"steps": 6})])
+    with pytest.raises(ValueError, match="always run as the reference"):
+        _plan([make_method("full")])
+    with pytest.raises(ValueError, match="no setting"):
+        make_method("fbcache", {"treshold": 0.1})
+    with pytest.raises(ValueError, match="unknown method"):
+        make_method("teacache-typo")
+    with pytest.raises(ValueError, match="interval"):
+        make_method("static", {"interval": 0})
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        StaticSkipConfig(num_inference_steps=0)
+
+
+def test_records_append_whole_lines_and_skip_torn_ones(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_record(path, {"type": "run", "key": "a", "status": "ok", "psnr": math.inf})
+    append_record(path, {"type": "run", "key": "b", "status": "unsupported"})
+    with open(path, "a") as handle:
+        handle.write('{"type": "run", "key": "c", "sta')
+    records = read_records(path)
+    assert [r["key"] for r in records] == ["a", "b"] and records[0]["psnr"] == "inf"
+    assert finished_keys(records) == {"a", "b"}
+
+
+def test_report_from_a_real_run(bench_run, tmp_path):
+    from taocache.report import write_report
+
+    paths = write_report(bench_run[0], tmp_path / "report")
+    summary = json.loads(paths["json"].read_text())
+    by_label = {s["label"]: s for s in summary["settings"]}
+    assert by_label["steps steps=3"]["call_ratio"] == pytest.approx(2.0)
+    assert by_label["fastercache"]["runs"] == 0
+    assert any("fastercache" in note for note in summary["unmeasured"])
+    assert any("no backbone" in note for note in summary["unmeasured"])
+    assert summary["timeline"][0]["label"] == "full"
+    page = paths["html"].read_text()
+    assert page.count("data:image/gif;base64,") >= 3 and "data:image/png;base64," in page

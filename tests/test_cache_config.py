@@ -1,0 +1,42 @@
+"""TaoCacheConfig: defaults construct, every invalid field is rejected with its name and accepted range."""
+
+import pytest
+
+from taocache.cache.config import PREDICTORS, TaoCacheConfig
+
+
+def test_defaults_are_valid_and_documented():
+    config = TaoCacheConfig()
+    assert config.predictor in PREDICTORS
+    doc = TaoCacheConfig.__doc__
+    for name in TaoCacheConfig.__dataclass_fields__:
+        assert f"{name}:" in doc, f"field {name} is not documented"
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("predictor", "cubic", "geometric"),
+        ("start_fraction", 1.5, "[0, 1]"),
+        ("start_fraction", float("nan"), "[0, 1]"),
+        ("error_budget", 0.0, "> 0"),
+        ("error_budget", float("inf"), "> 0"),
+        ("max_consecutive", 0, "[1, 8]"),
+        ("max_consecutive", 9, "[1, 8]"),
+        ("max_consecutive", 2.0, "[1, 8]"),
+        ("final_steps", 0, ">= 1"),
+        ("calibration", 3, "path"),
+        ("calibration_dir", 3, "folder"),
+        ("auto_calibrate", "yes", "True or False"),
+        ("batched_guidance", 1, "None, True or False"),
+    ],
+)
+def test_invalid_values_name_the_field(field, value, words):
+    with pytest.raises(ValueError) as err:
+        TaoCacheConfig(**{field: value})
+    assert field in str(err.value) and words in str(err.value)
+
+
+@pytest.mark.parametrize("fraction, steps, start", [(0.2, 50, 10), (0.0, 50, 0), (1.0, 20, 20), (0.25, 10, 3)])
+def test_start_step_rounds_up(fraction, steps, start):
+    assert TaoCacheConfig(start_fraction=fraction).start_step(steps) == start
