@@ -205,6 +205,11 @@ def test_evaluation_streams_records_resumes_and_summarises(tmp_path, capsys):
     run_evaluation(pipe, "tiny", out, settings, cache_dir=tmp_path / "cache", progress=False)
     assert (out / "records.jsonl").read_text().splitlines() == lines
 
+    # another sweep only adds its records
+    more = EvalSettings(cases=2, config=config, sweep_alpha=(1.0, 0.0), sweep_steps_source=())
+    run_evaluation(pipe, "tiny", out, more, cache_dir=tmp_path / "cache", progress=False)
+    assert len((out / "records.jsonl").read_text().splitlines()) == len(lines) + 2
+
     with pytest.raises(ValueError, match="other settings"):
         run_evaluation(pipe, "tiny", out, EvalSettings(cases=2, config=config.with_values(alpha=0.1),
                                                        sweep_steps_source=()),

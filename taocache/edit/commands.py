@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--cases", type=int, default=24, help="number of edits (half moves, half resizes)")
     evaluate.add_argument("--output-dir", default="eval/results/edit", help="where records and summaries go")
     evaluate.add_argument(
-        "--sweep-alpha", default="0,0.5,1", help="alphas also scored ('' for none)"
+        "--sweep-alpha", default="0,1", help="alphas also scored ('' for none)"
     )
     evaluate.add_argument(
         "--sweep-steps-source", default="10,20", help="S values of the alpha sweep ('' for --steps-source only)"

@@ -134,6 +134,10 @@ def _json_value(value):
     return value
 
 
+#: Settings that only add records (sweep points, the cached run), so a rerun may change them and resume.
+ADDITIVE_SETTINGS = ("sweep_alpha", "sweep_steps_source", "taocache")
+
+
 class RecordFile:
     """An append-only JSONL file of result records; reopening it resumes (a damaged last line is dropped)."""
 
@@ -147,8 +151,9 @@ class RecordFile:
                     old.unlink()
         if self.settings_path.exists() and path.exists():
             stored = json.loads(self.settings_path.read_text())
-            if stored != settings:
-                changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+            keys = (set(stored) | set(settings)) - set(ADDITIVE_SETTINGS)
+            changed = sorted(k for k in keys if stored.get(k) != settings.get(k))
+            if changed:
                 raise ValueError(
                     f"{path} holds records made with other settings ({', '.join(changed)}); pass --restart to "
                     "discard them, or use another --output-dir"
@@ -201,7 +206,7 @@ class EvalSettings:
 
     cases: int = 24
     config: EditConfig = dataclasses.field(default_factory=EditConfig)
-    sweep_alpha: tuple = (0.0, 0.5, 1.0)
+    sweep_alpha: tuple = (0.0, 1.0)
     sweep_steps_source: tuple = (10, 20)
     taocache: bool = False
     seed: int = 0
@@ -222,9 +227,10 @@ class EvalSettings:
     def cases_to_run(self) -> list[EditCase]:
         return build_cases(self.cases, self.seed, self.split, self.kinds)
 
-    def as_dict(self, model: str) -> dict:
+    def as_dict(self, model: str, identity: str = "") -> dict:
         return {
             "model": model,
+            "model_identity": identity,
             "cases": self.cases,
             "config": dataclasses.asdict(self.config),
             "sweep_alpha": list(self.sweep_alpha),
@@ -250,7 +256,10 @@ def run_evaluation(
     from tqdm.auto import tqdm
 
     output_dir = Path(output_dir)
-    records = RecordFile(output_dir / "records.jsonl", settings.as_dict(model_name), restart=restart)
+    from .artefacts import model_identity
+
+    identity = model_identity(pipe)[:16]
+    records = RecordFile(output_dir / "records.jsonl", settings.as_dict(model_name, identity), restart=restart)
     if restart and (output_dir / "taocache-calibration.json").exists():
         (output_dir / "taocache-calibration.json").unlink()
     config = settings.config
@@ -261,7 +270,7 @@ def run_evaluation(
     started = time.perf_counter()
     for case in tqdm(settings.cases_to_run(), desc="edit cases", disable=not progress):
         _run_case(pipe, editor, case, config, settings, records, strength, cache_config)
-    summary = summarise(records.records, settings, model_name, time.perf_counter() - started)
+    summary = summarise(records.records, settings, model_name, time.perf_counter() - started, identity)
     atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
     return summary
@@ -303,11 +312,12 @@ def _run_case(pipe, editor, case, config, settings, records, strength, cache_con
     ]
     todo_sweep = [(a, s) for a, s in sweep if not records.has(case.case_id, METHOD, alpha=a, steps_source=s)]
     todo_cached = cache_config is not None and not records.has(case.case_id, CACHED)
-    if todo_main or todo_sweep or todo_cached or not records.has(case.case_id, "reconstruction/null-text"):
+    todo_reconstructions = not all(records.has(case.case_id, m) for m in RECONSTRUCTIONS)
+    if todo_main or todo_sweep or todo_cached or todo_reconstructions:
         prepared = editor.prepare(image, case.source.caption, case.target.caption, config)
         prep = {"prepare_seconds": prepared.seconds, "prepared_from_cache": prepared.from_cache}
-        if not records.has(case.case_id, "reconstruction/null-text"):
-            _reconstructions(pipe, editor, case, image, prepared, config, records, base)
+        if todo_reconstructions:
+            _reconstructions(pipe, editor, case, image, prepared, records, base)
         main_edit = None
         if todo_main or todo_cached:
             main_edit = editor.edit(prepared)
@@ -388,20 +398,19 @@ def _run_case(pipe, editor, case, config, settings, records, strength, cache_con
         )
 
 
-def _reconstructions(pipe, editor, case, image, prepared, config, records, base):
-    """How well each inversion gives the input back (and the VAE alone, their ceiling)."""
-    records.add(
-        {**base, "method": "reconstruction/vae", **fidelity(decode_latent(pipe, prepared.latent), image)}
-    )
-    for method in ("negative-prompt", "ddim"):
+RECONSTRUCTIONS = ("reconstruction/vae",) + tuple(f"reconstruction/{m}" for m in INVERSION_CHECKS)
+
+
+def _reconstructions(pipe, editor, case, image, prepared, records, base):
+    """How well each inversion gives the input back (and the VAE alone, their ceiling); each once per case."""
+    if not records.has(case.case_id, "reconstruction/vae"):
+        vae = decode_latent(pipe, prepared.latent)
+        records.add({**base, "method": "reconstruction/vae", **fidelity(vae, image)})
+    for method in INVERSION_CHECKS:
         if not records.has(case.case_id, f"reconstruction/{method}"):
-            other = editor.invert(prepared, method)
-            records.add(
-                {**base, "method": f"reconstruction/{method}", **fidelity(editor.reconstruct(other), image)}
-            )
-    records.add(
-        {**base, "method": "reconstruction/null-text", **fidelity(editor.reconstruct(prepared), image)}
-    )
+            inverted = prepared if method == prepared.config.inversion else editor.invert(prepared, method)
+            result = editor.reconstruct(inverted)
+            records.add({**base, "method": f"reconstruction/{method}", **fidelity(result, image)})
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -440,7 +449,8 @@ def _preparation(rows: list[dict]) -> dict:
     return result
 
 
-def summarise(records: list[dict], settings: EvalSettings, model_name: str, wall_seconds: float) -> dict:
+def summarise(records: list[dict], settings: EvalSettings, model_name: str, wall_seconds: float,
+              identity: str = "") -> dict:
     """Rates and means per method (and per kind, and per sweep setting), with the targets checked."""
     import diffusers
     import torch
@@ -490,7 +500,7 @@ def summarise(records: list[dict], settings: EvalSettings, model_name: str, wall
     }
     summary = {
         "model": model_name,
-        "settings": settings.as_dict(model_name),
+        "settings": settings.as_dict(model_name, identity),
         "sdedit_strength": (config.num_steps - config.steps_source) / config.num_steps,
         "methods": per_method,
         "by_kind": per_kind,
