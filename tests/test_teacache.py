@@ -560,3 +560,26 @@ def test_stacks_under_taocache_through_enable_and_disable(wan):
     finally:
         taocache.disable(wan)
     np.testing.assert_array_equal(run_wan(wan), reference)
+
+
+def test_coefficients_fitted_for_the_model_are_found_with_their_warmup(wan, tmp_path, monkeypatch, cleanup):
+    from taocache.cache import teacache
+
+    write(tmp_path / "a-broken.json", "{not json")  # skipped with a warning, not fatal
+    write(tmp_path / "tiny.json", valid_file_content(wan.transformer))
+    monkeypatch.setattr(teacache, "COEFFICIENTS_DIR", tmp_path)
+    resolved = attach(wan.transformer, cleanup, rel_l1_thresh=0.1)
+    assert resolved.coefficients == (0.5, 0.0) and resolved.warmup_steps == 2
+    assert resolved.model_match.source == str(tmp_path / "tiny.json")
+
+
+def test_shipped_coefficients_belong_to_the_embedded_model():
+    from diffusers import WanTransformer3DModel
+
+    from taocache.recipes import ROOT
+
+    config = TeaCacheConfig.from_file(ROOT / "pipelines/coefficients/tiny-t2v-teacache.json")
+    embedded = WanTransformer3DModel.from_config(
+        WanTransformer3DModel.load_config(ROOT / "samples/models/tiny-t2v/transformer")
+    )
+    assert config.model_match.mismatch(embedded) is None

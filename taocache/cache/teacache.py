@@ -4,9 +4,10 @@ TeaCache (Liu et al., "Timestep Embedding Tells: It's Time to Cache for Video Di
 a cheap *indicator* at the entrance of the transformer's block stack, usually the timestep-modulated input of
 the first block. Per denoising step it measures the relative L1 change of that indicator against the previous
 step, maps it through a polynomial fitted per model (``numpy.polyval``) to an estimate of how much the model
-output changes, and adds the estimate to an accumulator. While the accumulator stays under ``rel_l1_thresh``
-the blocks are not run: the stack's output is rebuilt as its input plus the residual (stack output minus stack
-input) of the last computed step. Otherwise the blocks run and the accumulator starts again from zero.
+output (or the stack residual) changes, and adds the estimate to an accumulator. While the accumulator stays
+under ``rel_l1_thresh`` the blocks are not run: the stack's output is rebuilt as its input plus the residual
+(stack output minus stack input) of the last computed step. Otherwise the blocks run and the accumulator
+starts again from zero.
 
 How it sits in the model (four hooks, registered in diffusers' ``HookRegistry`` under their own names):
 
@@ -14,7 +15,7 @@ How it sits in the model (four hooks, registered in diffusers' ``HookRegistry`` 
   skipped calls, and (for fitting) reports per-step measurements to ``TeaCacheConfig.recorder``;
 - the head hook on the first block computes the indicator and makes the decision;
 - every other block passes its input through unchanged on a skipped step;
-- the stack-output hook on the module that consumes the stack's output (``norm_out`` / ``norm_final``)
+- the stack-output hook on the module that consumes the stack's output (``norm_final``, else ``norm_out``)
   records the residual on computed steps and substitutes ``input + residual`` on skipped steps. Working at
   that boundary keeps the model's own code between blocks (Latte's reshapes and temporal position embedding)
   out of the residual's way.
@@ -198,9 +199,10 @@ class TeaCacheConfig:
             stack is skipped while every sample's accumulator stays under it. 0 never skips. Typical values
             with fitted coefficients: 0.05 (cautious) to 0.2 (fast). A float >= 0.
         coefficients: rescaling polynomial, highest power first (``numpy.polyval`` order), mapping the
-            indicator's relative L1 change to the expected relative L1 change of the model output. None looks
-            for coefficients fitted for this exact model in ``pipelines/coefficients/``, then for a published
-            preset of this model, and otherwise uses the raw change (``[1, 0]``) with a warning.
+            indicator's relative L1 change to the expected relative L1 change of the model output or of the
+            block stack's residual (whichever it was fitted on). None looks for coefficients fitted for this
+            exact model in ``pipelines/coefficients/``, then for a published preset of this model, and
+            otherwise uses the raw change (``[1, 0]``) with a warning.
         indicator: what is watched at the stack's entrance: ``"modulated_input"`` (first block's
             timestep-modulated, normalised input; Wan, Latte, CogVideoX), ``"timestep_conditioning"`` (the
             timestep conditioning the first block receives), ``"time_embedding"`` (Wan's time embedding before
@@ -208,7 +210,8 @@ class TeaCacheConfig:
             ``"auto"`` (the one the coefficients were fitted on, else ``"modulated_input"`` where the model
             is known, else ``"block_input"``).
         warmup_steps: first denoising steps that are always computed (the first has nothing to reuse).
-            An integer >= 1.
+            None takes the warm-up stored with the coefficients (fitted files and presets carry theirs), else
+            1. An integer >= 1 or None.
         final_steps: last denoising steps that are always computed; needs the step count (from the
             pipeline's ``cache_context`` or ``num_inference_steps``). An integer >= 1.
         max_skip_steps: most consecutive skipped steps per guidance branch; None for no limit (as published).
@@ -224,7 +227,7 @@ class TeaCacheConfig:
     rel_l1_thresh: float = 0.1
     coefficients: Sequence[float] | None = None
     indicator: str = "auto"
-    warmup_steps: int = 1
+    warmup_steps: int | None = None
     final_steps: int = 1
     max_skip_steps: int | None = None
     num_inference_steps: int | None = None
@@ -249,7 +252,7 @@ class TeaCacheConfig:
             raise ValueError(
                 f"TeaCacheConfig.indicator={self.indicator!r} is invalid: expected one of {INDICATORS}"
             )
-        _check_int("warmup_steps", self.warmup_steps, 1)
+        _check_int("warmup_steps", self.warmup_steps, 1, allow_none=True)
         _check_int("final_steps", self.final_steps, 1)
         _check_int("max_skip_steps", self.max_skip_steps, 1, allow_none=True)
         _check_int("num_inference_steps", self.num_inference_steps, 1, allow_none=True)
@@ -809,9 +812,12 @@ def resolve_config(model: torch.nn.Module, config: TeaCacheConfig) -> TeaCacheCo
         found = _find_coefficients(model)
         if found is not None:
             logger.info("TeaCache: using coefficients from %s", found.model_match.source)
-            indicator = found.indicator if config.indicator == "auto" else config.indicator
             config = replace(
-                config, coefficients=found.coefficients, indicator=indicator, model_match=found.model_match
+                config,
+                coefficients=found.coefficients,
+                indicator=found.indicator if config.indicator == "auto" else config.indicator,
+                warmup_steps=found.warmup_steps if config.warmup_steps is None else config.warmup_steps,
+                model_match=found.model_match,
             )
         else:
             logger.warning(
@@ -823,6 +829,8 @@ def resolve_config(model: torch.nn.Module, config: TeaCacheConfig) -> TeaCacheCo
     if config.indicator == "auto":
         indicator = "modulated_input" if type(model).__name__ in MODULATED_INPUT_MODELS else "block_input"
         config = replace(config, indicator=indicator)
+    if config.warmup_steps is None:
+        config = replace(config, warmup_steps=1)
     return config
 
 
