@@ -4,6 +4,7 @@
 #   eval/run_benchmark.sh            # both step counts: 20 and 50 steps, 16 prompts x 2 seeds each
 #   eval/run_benchmark.sh 20         # only the 20-step sweep
 #   eval/run_benchmark.sh quick      # the 20-step sweep on 4 prompts x 1 seed (tiny-t2v-20-quick)
+#   eval/run_benchmark.sh stacking   # TaoCache stacked on TeaCache and PAB vs each alone (50 steps)
 #   eval/run_benchmark.sh 50 --num-prompts 4 --seeds 0    # any further arguments go to `taocache bench`
 #
 # Raw records and the full HTML report go to eval/runs/tiny-t2v-STEPS/ (not committed; re-running resumes
@@ -19,9 +20,9 @@ if [[ $# -gt 0 ]]; then shift; fi
 suffix=""
 case "$which_steps" in
   all) steps_list=(20 50) ;;
-  20|50) steps_list=("$which_steps") ;;
+  20|50|stacking) steps_list=("$which_steps") ;;
   quick) steps_list=(20); suffix="-quick"; set -- --num-prompts 4 --seeds 0 "$@" ;;
-  *) echo "usage: $0 [all|20|50|quick] [taocache bench arguments...]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|20|50|quick|stacking] [taocache bench arguments...]" >&2; exit 2 ;;
 esac
 
 for steps in "${steps_list[@]}"; do

@@ -10,6 +10,7 @@ loss of Stable Diffusion. The result is a complete ``StableDiffusionPipeline`` f
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -21,16 +22,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
-from trainlib import EMA, encode_captions, seed_everything, train_loop  # noqa: E402
+from trainlib import EMA, build_components, encode_captions, seed_everything, train_loop  # noqa: E402
 
 from taocache.builders import sd_components  # noqa: E402
-from taocache.world import split, vocabulary  # noqa: E402
+from taocache.world import split  # noqa: E402
 from taocache.world.scenes import sample_batch  # noqa: E402
 
 SIZE, TEXT_LEN = 64, 16
 ARCH = dict(
     text_dim=64, text_layers=2, vae_channels=(16, 32, 32), latent_channels=4, unet_channels=(32, 64, 64),
     layers_per_block=1, attention_head_dim=8, max_text_length=TEXT_LEN, sample_size=16,
+    # DDPM's linear schedule, not Stable Diffusion's scaled-linear one: on a 16x16 latent the scaled-linear
+    # schedule leaves about 7% of the image in its noisiest sample, enough for the model to read where the
+    # shape is from the noise instead of from the caption, and at sampling time it then ignores position words.
+    beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
 )
 
 
@@ -48,7 +53,7 @@ def train_vae(vae, scenes, args, ckpt):
 
     def loss_fn(step):
         _, images = sample_batch(scenes, args.vae_batch, rng, size=SIZE)
-        x = to_tensor(images)
+        x = to_tensor(images).to(args.device)
         post = vae.encode(x).latent_dist
         z = post.mean + 0.05 * torch.randn_like(post.mean)
         rec = vae.decode(z).sample
@@ -58,7 +63,7 @@ def train_vae(vae, scenes, args, ckpt):
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
         return mse + 1e-6 * kl
 
-    train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
+    return train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
 
 
 @torch.no_grad()
@@ -67,7 +72,7 @@ def encode_dataset(vae, scenes, count, seed):
     latents, captions = [], []
     for _ in range(0, count, 64):
         picks, images = sample_batch(scenes, 64, rng, size=SIZE)
-        latents.append(vae.encode(to_tensor(images)).latent_dist.mean)
+        latents.append(vae.encode(to_tensor(images).to(vae.device)).latent_dist.mean.cpu())
         captions += [s.caption for s in picks]
     return torch.cat(latents), captions
 
@@ -83,38 +88,42 @@ def train_unet(components, latents, captions, args, ckpt):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, args.unet_steps) / args.unet_steps))
     )
-    alphas = scheduler.alphas_cumprod.float()
+    alphas = scheduler.alphas_cumprod.float().to(args.device)
     gen = torch.Generator().manual_seed(args.seed + 1)
 
     def loss_fn(step):
         idx = torch.randint(0, len(latents), (args.unet_batch,), generator=gen)
-        x0 = latents[idx]
+        x0 = latents[idx].to(args.device)
         batch_captions = [captions[i] if torch.rand(1, generator=gen).item() > 0.1 else "" for i in idx.tolist()]
-        text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN)
-        t = torch.randint(0, len(alphas), (args.unet_batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN, masked=False)
+        t = torch.randint(0, len(alphas), (args.unet_batch,), generator=gen).to(args.device)
+        noise = torch.randn(x0.shape, generator=gen).to(args.device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = net["unet"](xt, t, encoder_hidden_states=text, return_dict=False)[0]
         return torch.nn.functional.mse_loss(pred, noise)
 
-    train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema)
+    done = train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema)
     net.load_state_dict(ema.shadow.state_dict())
     net.eval().requires_grad_(False)
+    return done
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "samples/models/tiny-t2i")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2i")
-    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-steps", type=int, default=2000)
     parser.add_argument("--vae-batch", type=int, default=8)
-    parser.add_argument("--unet-steps", type=int, default=1200)
-    parser.add_argument("--unet-batch", type=int, default=32)
+    parser.add_argument("--unet-steps", type=int, default=3000)
+    parser.add_argument("--unet-batch", type=int, default=64)
     parser.add_argument("--dataset-size", type=int, default=8192)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when there is one)")
+    parser.add_argument("--arch", default=None, help='JSON overrides of ARCH, e.g. \'{"layers": 8}\' (for experiments)')
+    parser.add_argument("--vae-from", type=Path, default=None, help="reuse the autoencoder of this model folder")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     args = parser.parse_args(argv)
     if args.threads:
@@ -123,10 +132,12 @@ def main(argv=None):
         parser.error(f"{args.out} exists; pass --force to overwrite it")
     seed_everything(args.seed)
     train_scenes, _ = split(video=False)
-    components = sd_components(vocabulary(), seed=args.seed, **ARCH)
+    components, arch = build_components(sd_components, ARCH, args)
     vae = components["vae"]
     vae.requires_grad_(True)
-    train_vae(vae, train_scenes, args, args.checkpoints)
+    steps_done = {"vae": train_vae(vae, train_scenes, args, args.checkpoints) if args.vae_steps else 0}
+    if steps_done["vae"] < args.vae_steps:
+        sys.exit("stopped during the autoencoder stage; run the same command again to resume")
     vae.eval().requires_grad_(False)
 
     latents, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
@@ -135,14 +146,18 @@ def main(argv=None):
     latents = latents * scaling
     print(f"latent scaling factor {scaling:.4f}")
 
-    train_unet(components, latents, captions, args, args.checkpoints)
+    steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints)
+    if steps_done["unet"] < args.unet_steps:
+        print(f"stopped early after {steps_done['unet']} of {args.unet_steps} steps: saving that model anyway")
 
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
-    pipe.to(torch.float16)
+    pipe.to("cpu", torch.float16)
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
+    settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()}
+    (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "steps_done": steps_done}, indent=2) + "\n")
     print(f"saved {args.out}")
 
 

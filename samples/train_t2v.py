@@ -10,6 +10,7 @@ rectified flow on the autoencoder's normalised latents. The result is a complete
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -21,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
-from trainlib import EMA, encode_captions, seed_everything, train_loop  # noqa: E402
+from trainlib import EMA, build_components, encode_captions, seed_everything, train_loop  # noqa: E402
 
 from taocache.builders import wan_components  # noqa: E402
-from taocache.world import split, vocabulary  # noqa: E402
+from taocache.world import split  # noqa: E402
 from taocache.world.scenes import sample_batch  # noqa: E402
 
 FRAMES, SIZE, TEXT_LEN = 9, 64, 16
@@ -49,7 +50,7 @@ def train_vae(vae, scenes, args, ckpt):
     def loss_fn(step):
         # The autoencoder is causal and works in chunks of 1 + 4 frames, so 5-frame clips teach it everything.
         _, videos = sample_batch(scenes, args.vae_batch, rng, size=SIZE, num_frames=args.vae_frames)
-        x = to_tensor(videos)
+        x = to_tensor(videos).to(args.device)
         post = vae.encode(x).latent_dist
         z = post.mean + 0.05 * torch.randn_like(post.mean)
         rec = vae.decode(z).sample
@@ -60,7 +61,7 @@ def train_vae(vae, scenes, args, ckpt):
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
         return mse + 1e-6 * kl
 
-    train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
+    return train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
 
 
 @torch.no_grad()
@@ -69,7 +70,7 @@ def encode_dataset(vae, scenes, count, seed):
     latents, captions = [], []
     for _ in range(0, count, 16):
         picks, videos = sample_batch(scenes, 16, rng, size=SIZE, num_frames=FRAMES)
-        latents.append(vae.encode(to_tensor(videos)).latent_dist.mean)
+        latents.append(vae.encode(to_tensor(videos).to(vae.device)).latent_dist.mean.cpu())
         captions += [s.caption for s in picks]
     return torch.cat(latents), captions
 
@@ -85,37 +86,46 @@ def train_dit(components, latents, captions, args, ckpt):
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, args.dit_steps) / args.dit_steps))
     )
     gen = torch.Generator().manual_seed(args.seed + 1)
+    shift = args.flow_shift
 
     def loss_fn(step):
         idx = torch.randint(0, len(latents), (args.dit_batch,), generator=gen)
-        x0 = latents[idx]
+        x0 = latents[idx].to(args.device)
         batch_captions = [captions[i] if torch.rand(1, generator=gen).item() > 0.1 else "" for i in idx.tolist()]
-        text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN)
+        text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN, masked=True)
+        # Logit-normal noise levels, shifted like the sampler's (flow_shift): an unshifted draw almost never
+        # reaches the noisiest levels, where the sampler spends many of its steps and where the caption alone
+        # must decide the motion.
         t = torch.sigmoid(torch.randn(args.dit_batch, generator=gen))
-        noise = torch.randn(x0.shape, generator=gen)
+        t = (shift * t / (1 + (shift - 1) * t)).to(args.device)
+        noise = torch.randn(x0.shape, generator=gen).to(args.device)
         tt = t.view(-1, 1, 1, 1, 1)
         xt = (1 - tt) * x0 + tt * noise
         pred = net["transformer"](xt, timestep=t * 1000, encoder_hidden_states=text, return_dict=False)[0]
         return torch.nn.functional.mse_loss(pred, noise - x0)
 
-    train_loop("dit", {"net": net}, opt, loss_fn, args.dit_steps, ckpt, scheduler=sched, ema=ema)
+    done = train_loop("dit", {"net": net}, opt, loss_fn, args.dit_steps, ckpt, scheduler=sched, ema=ema)
     net.load_state_dict(ema.shadow.state_dict())
     net.eval().requires_grad_(False)
+    return done
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "samples/models/tiny-t2v")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2v")
-    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--vae-steps", type=int, default=2000)
     parser.add_argument("--vae-batch", type=int, default=6)
     parser.add_argument("--vae-frames", type=int, default=5)
-    parser.add_argument("--dit-steps", type=int, default=2500)
-    parser.add_argument("--dit-batch", type=int, default=32)
+    parser.add_argument("--dit-steps", type=int, default=3000)
+    parser.add_argument("--dit-batch", type=int, default=64)
     parser.add_argument("--dataset-size", type=int, default=4096)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when there is one)")
+    parser.add_argument("--arch", default=None, help='JSON overrides of ARCH, e.g. \'{"layers": 8}\' (for experiments)')
+    parser.add_argument("--vae-from", type=Path, default=None, help="reuse the autoencoder of this model folder")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     args = parser.parse_args(argv)
     if args.threads:
@@ -124,10 +134,13 @@ def main(argv=None):
         parser.error(f"{args.out} exists; pass --force to overwrite it")
     seed_everything(args.seed)
     train_scenes, _ = split(video=True)
-    components = wan_components(vocabulary(), seed=args.seed, **ARCH)
+    components, arch = build_components(wan_components, ARCH, args)
+    args.flow_shift = arch["flow_shift"]
     vae = components["vae"]
     vae.requires_grad_(True)
-    train_vae(vae, train_scenes, args, args.checkpoints)
+    steps_done = {"vae": train_vae(vae, train_scenes, args, args.checkpoints) if args.vae_steps else 0}
+    if steps_done["vae"] < args.vae_steps:
+        sys.exit("stopped during the autoencoder stage; run the same command again to resume")
     vae.eval().requires_grad_(False)
 
     latents, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
@@ -137,14 +150,18 @@ def main(argv=None):
     latents = (latents - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
     print(f"latent mean {mean.numpy().round(3)} std {std.numpy().round(3)}")
 
-    train_dit(components, latents, captions, args, args.checkpoints)
+    steps_done["dit"] = train_dit(components, latents, captions, args, args.checkpoints)
+    if steps_done["dit"] < args.dit_steps:
+        print(f"stopped early after {steps_done['dit']} of {args.dit_steps} steps: saving that model anyway")
 
     from diffusers import WanPipeline
 
     pipe = WanPipeline(**components)
-    pipe.to(torch.float16)
+    pipe.to("cpu", torch.float16)
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
+    settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()}
+    (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "steps_done": steps_done}, indent=2) + "\n")
     print(f"saved {args.out}")
 
 

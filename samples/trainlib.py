@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -29,20 +31,73 @@ class EMA:
     @torch.no_grad()
     def update(self, module: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1 - d)
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in module.parameters()], 1 - d)
 
 
-def encode_captions(tokenizer, text_encoder, captions: list[str], max_length: int) -> torch.Tensor:
-    """Caption embeddings as the diffusers pipelines build them: padding positions set to zero."""
+def encode_captions(tokenizer, text_encoder, captions: list[str], max_length: int, masked: bool) -> torch.Tensor:
+    """Caption embeddings exactly as the target pipeline builds them at inference.
+
+    ``masked=True`` is ``WanPipeline``: attention mask on, padding positions set to zero. ``masked=False`` is
+    ``StableDiffusionPipeline``: no mask, the padding tokens' hidden states kept. Training on one and sampling
+    with the other feeds the denoiser conditioning it never saw.
+    """
     tok = tokenizer(captions, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-    mask = tok.attention_mask
-    hidden = text_encoder(tok.input_ids, attention_mask=mask).last_hidden_state
+    device = next(text_encoder.parameters()).device
+    ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
+    if not masked:
+        return text_encoder(ids).last_hidden_state
+    hidden = text_encoder(ids, attention_mask=mask).last_hidden_state
     return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
 
+def build_components(build, arch: dict, args) -> tuple[dict, dict]:
+    """The pipeline's untrained components from ``build(words, seed, **arch)`` on ``args.device``.
+
+    ``args.arch`` (JSON) overrides entries of ``arch``; with ``args.vae_from`` the autoencoder is the trained
+    one of that pipeline folder instead (its stage is then skipped). Returns the components and the arch used.
+    """
+    from taocache.world import vocabulary
+
+    args.device = pick_device(args.device)
+    arch = {**arch, **json.loads(args.arch)} if args.arch else dict(arch)
+    components = build(vocabulary(), seed=args.seed, **arch)
+    if args.vae_from:
+        vae = components["vae"]
+        components["vae"] = type(vae).from_pretrained(Path(args.vae_from) / "vae", torch_dtype=torch.float32)
+        args.vae_steps = 0
+    for component in components.values():
+        if isinstance(component, torch.nn.Module):
+            component.to(args.device)
+    return components, arch
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is CUDA when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class StopRequest:
+    """Turns SIGTERM (``timeout``, a job scheduler) into a clean stop after the current step."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame):
+        print("stop requested: finishing the current step", flush=True)
+        self.requested = True
+
+
+STOP = StopRequest()
+
+
 def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=200, scheduler=None, ema=None):
-    """Run ``loss_fn(step)`` for ``steps`` steps, checkpointing to ``ckpt_dir`` so an interrupted run resumes."""
+    """Run ``loss_fn(step)`` for ``steps`` steps, checkpointing to ``ckpt_dir`` so an interrupted run resumes.
+
+    Returns the number of steps done, fewer than ``steps`` when a stop was requested (checkpoint saved).
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"{name}.pt"
     start = 0
@@ -59,8 +114,8 @@ def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=2
         np.random.set_state(state["numpy_rng"])
         start = state["step"]
         print(f"[{name}] resuming at step {start}")
-    if start >= steps:
-        return
+    if start >= steps or STOP.requested:
+        return start
 
     def save(step):
         state = {
@@ -94,8 +149,12 @@ def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=2
             ema.update(next(iter(modules.values())), step)
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
-        if (step + 1) % every == 0 or step + 1 == steps:
+        if (step + 1) % every == 0 or step + 1 == steps or STOP.requested:
             save(step + 1)
-    print(f"[{name}] {steps - start} steps in {time.time() - t0:.0f} s, loss {smooth:.4f}")
+        if STOP.requested:
+            break
+    done = step + 1
+    print(f"[{name}] {done - start} steps in {time.time() - t0:.0f} s, loss {smooth:.4f}")
     for m in modules.values():
         m.eval()
+    return done

@@ -19,6 +19,10 @@ _API = {
     "TaoCacheConfig": "taocache.cache.config",
     "Calibration": "taocache.cache.calibration",
     "CacheStats": "taocache.cache.stats",
+    "TeaCacheConfig": "taocache.cache.teacache",
+    "tune": "taocache.cache.tune",
+    "load_configs": "taocache.cache.config_file",
+    "save_configs": "taocache.cache.config_file",
 }
 
 __all__ = list(_API)

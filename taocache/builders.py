@@ -137,9 +137,15 @@ def sd_components(
     max_text_length: int = 16,
     sample_size: int = 16,
     prediction_type: str = "epsilon",
+    beta_schedule: str = "scaled_linear",
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
     seed: int = 0,
 ) -> dict:
-    """Components of a ``StableDiffusionPipeline``; the VAE downsamples by 2**(len(vae_channels)-1)."""
+    """Components of a ``StableDiffusionPipeline``; the VAE downsamples by 2**(len(vae_channels)-1).
+
+    The noise schedule defaults to Stable Diffusion's.
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -184,9 +190,9 @@ def sd_components(
         norm_num_groups=min(8, unet_channels[0]),
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule=beta_schedule,
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
@@ -240,10 +246,11 @@ def _tiny_t5(tokenizer, text_dim: int = 32):
     )
 
 
-def tiny_latte_pipeline(seed: int = 0):
-    """A random-weight ``LattePipeline`` for tests (32x32 frames, 8x8 latents, learned-variance output).
+def tiny_latte_pipeline(seed: int = 0, num_layers: int = 1, vae_levels: int = 3):
+    """A random-weight ``LattePipeline`` for tests (8x8 latents, learned-variance output).
 
-    Call it with ``clean_caption=False, mask_feature=False``; it batches both guidance passes in one call.
+    Frames are 8 * 2**(vae_levels - 1) pixels wide (32 by default). Call it with ``clean_caption=False,
+    mask_feature=False``; it batches both guidance passes in one call.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
 
@@ -255,9 +262,9 @@ def tiny_latte_pipeline(seed: int = 0):
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * vae_levels,
+        up_block_types=("UpDecoderBlock2D",) * vae_levels,
+        block_out_channels=(8, 16, 16)[:vae_levels],
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,
@@ -268,7 +275,7 @@ def tiny_latte_pipeline(seed: int = 0):
         attention_head_dim=8,
         in_channels=4,
         out_channels=8,
-        num_layers=1,
+        num_layers=num_layers,
         cross_attention_dim=16,
         sample_size=8,
         patch_size=2,

@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = (
     "taocache.cache.commands",
     "taocache.cache.teacache_commands",
+    "taocache.cache.tune_commands",
     "taocache.world.commands",
     "taocache.bench.commands",
     "taocache.edit.commands",

@@ -2,6 +2,20 @@
 
 import os
 
+import pytest
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="module")
+def wan():
+    """A tiny random-weight WanPipeline (one torch thread, no progress bars), shared by a test module."""
+    from taocache.builders import tiny_wan_pipeline
+
+    torch.set_num_threads(1)
+    pipe = tiny_wan_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -20,16 +20,6 @@ def isolated_calibrations(tmp_path, monkeypatch):
     return tmp_path / "calibrations"
 
 
-@pytest.fixture(scope="module")
-def wan():
-    from taocache.builders import tiny_wan_pipeline
-
-    torch.set_num_threads(1)
-    pipe = tiny_wan_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def run(pipe, **overrides):
     return pipe(CAPTION, generator=torch.Generator().manual_seed(0), output_type="np", **{**WAN, **overrides}).frames
 

@@ -21,6 +21,7 @@ CALL = {
     "guidance_scale": 5.0,
     "max_sequence_length": 16,
 }
+TEACACHE = {"rel_l1_thresh": 0.3, "coefficients": [1.0, 0.0], "warmup_steps": 1}
 NO_LPIPS = LPIPS("alex", None, "LPIPS unavailable: no backbone in the tests")
 
 
@@ -65,6 +66,9 @@ def bench_run(pipe, tmp_path_factory):
         make_method("taylorseer", {"interval": 2, "start": 2}),
         make_method("fastercache"),
         make_method("taocache", {"error_budget": 0.5}),
+        make_method("teacache", TEACACHE),
+        make_method("taocache+teacache", {"teacache": TEACACHE, "taocache": {"error_budget": 0.5}}),
+        make_method("taocache+pab", {"pab": {"spatial": 2, "timestep_range": [0, 1000]}, "taocache": {"error_budget": 0.5}}),
         make_method("test-does-nothing"),
     ]
     results = tmp_path_factory.mktemp("bench") / "results.jsonl"
@@ -137,6 +141,31 @@ def test_taocache_runs_through_its_adapter(bench_run):
     assert record["status"] == "ok", record.get("error")
     assert record["method_stats"]["calls"] == record["calls"]["made"]
     assert "self_report_differs_from_probe" not in record["flags"]
+
+
+def test_teacache_and_the_stacked_methods_save_work_the_probe_sees(bench_run):
+    runs = _runs(bench_run[0])
+    alone = runs["taocache error_budget=0.5"]["calls"]["computed"]
+    teacache = runs["teacache coefficients=[1.0, 0.0] rel_l1_thresh=0.3 warmup_steps=1"]
+    assert teacache["status"] == "ok", teacache.get("error")
+    assert teacache["calls"]["computed"] < teacache["calls"]["made"]
+    assert not {"identical_to_full_run", "saves_no_work"} & set(teacache["flags"])
+    stacked = [r for label, r in runs.items() if label.endswith("+ taocache error_budget=0.5")]
+    assert len(stacked) == 2
+    for record in stacked:
+        assert record["status"] == "ok", record.get("error")
+        assert record["calls"]["computed"] < alone  # the inner cache saves work in the calls TaoCache computes
+        assert math.isfinite(record["metrics"]["psnr"])
+        assert set(record["method_stats"]) == {record["method"].split("+")[1], "taocache"}
+
+
+def test_stacked_methods_refuse_unknown_parts_and_bad_settings():
+    with pytest.raises(ValueError, match="parts"):
+        make_method("taocache+teacache", {"speed": {}})
+    with pytest.raises(ValueError, match="table"):
+        make_method("taocache+pab", {"pab": 2})
+    with pytest.raises(ValueError, match="rel_l1_thresh"):
+        make_method("teacache", {"rel_l1_thresh": -1})
 
 
 def test_rerun_resumes_and_a_torn_line_is_redone(pipe, bench_run, tmp_path):

@@ -52,72 +52,11 @@ def run_wan(pipe, steps=12, prompt=CAPTION, seed=0):
     return pipe(prompt, generator=generator, num_inference_steps=steps, **WAN_CALL).frames
 
 
-def tiny_latte_pipeline(seed: int = 0):
-    """A random-weight LattePipeline (4 frames of 16x16): one call with [uncond; cond] per step."""
-    from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
-
-    from taocache.builders import word_tokenizer
-    from taocache.world import vocabulary
-
-    torch.manual_seed(seed)
-    tokenizer = word_tokenizer(vocabulary(), 16)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
-    transformer = LatteTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=2,
-        cross_attention_dim=16,
-        sample_size=8,
-        patch_size=2,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-        caption_channels=32,
-        video_length=4,
-    )
-    for module in (text_encoder, vae, transformer):
-        module.eval()
-    pipe = LattePipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=DDIMScheduler(beta_schedule="linear", clip_sample=False),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
 def latte():
-    return tiny_latte_pipeline()
+    from taocache.builders import tiny_latte_pipeline
+
+    return tiny_latte_pipeline(num_layers=2, vae_levels=2)  # 16x16 frames; a block stack of two
 
 
 def run_latte(pipe, steps=12):

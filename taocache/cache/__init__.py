@@ -18,11 +18,13 @@ acts only on the denoiser's output. Anything that changes how the output is comp
   itself known to :func:`enable` with::
 
       from taocache.cache.api import register_cache
-      register_cache(TeaCacheConfig, enable_fn=apply_to_target, disable_fn=remove_from_target)
+      register_cache(TeaCacheConfig, enable_fn=apply_to_target, disable_fn=remove_from_target,
+                     stats_fn=stats_of_target)
 
   after which ``taocache.enable(pipe, [TeaCacheConfig(...), TaoCacheConfig(...)])`` applies the configs in
   order (a hook registered later on the same module wraps the earlier ones, so list TaoCache last to keep
-  it outermost) and ``taocache.disable(pipe)`` removes them all. A stacked hook must keep its state per
+  it outermost), ``taocache.stats(pipe).stacked`` carries what ``stats_fn`` reports, and
+  ``taocache.disable(pipe)`` removes them all. A stacked hook must keep its state per
   cache context and reset it in ``reset_state`` like TaoCache does, and must not hold TaoCache's state.
 """
 

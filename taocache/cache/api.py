@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,13 +31,19 @@ _SUPPORTED = (
     "denoiser whose forward returns a tensor, a tuple or an output with .sample"
 )
 
-# Other caches that enable() can stack: config type -> (enable(target, config), disable(target)).
-_STACKABLE: dict[type, tuple[Callable, Callable]] = {}
+# Other caches that enable() can stack: config type -> (enable(target, config), disable(target), stats(target)).
+_STACKABLE: dict[type, tuple[Callable, Callable, Callable | None]] = {}
 
 
-def register_cache(config_type: type, enable_fn: Callable, disable_fn: Callable) -> None:
-    """Let ``enable(target, [..., config_type(...)])`` apply another cache and ``disable(target)`` remove it."""
-    _STACKABLE[config_type] = (enable_fn, disable_fn)
+def register_cache(
+    config_type: type, enable_fn: Callable, disable_fn: Callable, stats_fn: Callable | None = None
+) -> None:
+    """Let ``enable(target, [..., config_type(...)])`` apply another cache and ``disable(target)`` remove it.
+
+    ``stats_fn(target)`` returns what that cache did (a JSON-like dict, or None when it is not on
+    ``target``); :func:`stats` reports it beside TaoCache's record.
+    """
+    _STACKABLE[config_type] = (enable_fn, disable_fn, stats_fn)
 
 
 def _denoisers(target) -> tuple[object | None, list[tuple[str, torch.nn.Module]]]:
@@ -82,15 +89,20 @@ def _explicit_calibration(config: TaoCacheConfig) -> Calibration | None:
 def enable(target, config=None) -> None:
     """Hook TaoCache onto every denoiser of ``target`` (a pipeline) or onto ``target`` (a denoiser module).
 
-    ``config`` is a :class:`TaoCacheConfig` (default: ``TaoCacheConfig()``), or a list of configs to stack
-    several caches, applied in order (the last is outermost): see ``taocache/cache/__init__.py``.
+    ``config`` is a :class:`TaoCacheConfig` (default: ``TaoCacheConfig()``), a list of configs to stack
+    several caches, applied in order (the last is outermost; see ``taocache/cache/__init__.py``), or the
+    path of a configuration file written by ``taocache tune`` / :func:`taocache.tune`.
     Enabling again replaces the earlier TaoCache hook.
     """
-    configs = (
-        list(config)
-        if isinstance(config, (list, tuple))
-        else [config if config is not None else TaoCacheConfig()]
-    )
+    from . import teacache  # noqa: F401  (makes TeaCacheConfig stackable)
+    from .config_file import load_configs
+
+    if isinstance(config, (str, os.PathLike)):
+        configs = load_configs(config)
+    elif isinstance(config, (list, tuple)):
+        configs = list(config)
+    else:
+        configs = [config if config is not None else TaoCacheConfig()]
     _denoisers(target)  # type check before anything is applied
     for item in configs:
         if isinstance(item, TaoCacheConfig):
@@ -164,7 +176,7 @@ def disable(target) -> None:
     """Remove TaoCache (and caches stacked through :func:`enable`): the original forward is restored exactly."""
     _, denoisers = _denoisers(target)
     removed = [remove_taocache(module) for _, module in denoisers]
-    for _, disable_fn in _STACKABLE.values():
+    for _, disable_fn, _ in _STACKABLE.values():
         disable_fn(target)
     if not any(removed):
         logger.warning("TaoCache was not enabled on %s; nothing to disable", type(target).__name__)
@@ -175,7 +187,12 @@ def stats(target) -> CacheStats:
     hooks = _hooks(target)
     if not hooks:
         raise ValueError(f"TaoCache is not enabled on {type(target).__name__}; call taocache.enable() first")
-    return merge({name: hook.current_stats() for name, hook in hooks.items()})
+    record = merge({name: hook.current_stats() for name, hook in hooks.items()})
+    for config_type, (_, _, stats_fn) in _STACKABLE.items():
+        found = stats_fn(target) if stats_fn is not None else None
+        if found:
+            record.stacked[config_type.__name__.removesuffix("Config")] = found
+    return record
 
 
 def calibrate(

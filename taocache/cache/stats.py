@@ -40,10 +40,13 @@ class CacheStats:
     ``branches`` is keyed by guidance branch (``cond``, ``uncond``, or ``uncond+cond`` when both travel in
     one batched call), prefixed by the component name (``transformer_2/cond``) when a pipeline has more
     than one denoiser. ``notes`` says where the calibration came from and anything unusual in the call.
+    ``stacked`` holds what caches stacked under TaoCache report, by name (TeaCache: computed and skipped
+    calls per component and branch since it was enabled).
     """
 
     branches: dict[str, BranchStats] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    stacked: dict[str, dict] = field(default_factory=dict)
 
     @property
     def calls(self) -> int:
@@ -73,6 +76,7 @@ class CacheStats:
                 for name, b in self.branches.items()
             },
             "notes": list(self.notes),
+            "stacked": dict(self.stacked),
         }
 
     def __str__(self) -> str:
@@ -86,6 +90,7 @@ class CacheStats:
         for name, b in self.branches.items():
             lines.append(f"  {name:<{width}}  {b.computed:>4} computed {b.predicted:>4} predicted  {b.decisions}")
         lines.extend(f"  note: {note}" for note in self.notes)
+        lines.extend(f"{name} (stacked): {value}" for name, value in self.stacked.items())
         return "\n".join(lines)
 
 

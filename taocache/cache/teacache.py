@@ -960,11 +960,29 @@ def remove_from_target(target) -> None:
         remove_teacache(module)
 
 
+def stats_of_target(target) -> dict | None:
+    """``teacache_stats`` of every transformer of ``target`` that carries TeaCache, by component name."""
+    from diffusers import DiffusionPipeline
+
+    if isinstance(target, DiffusionPipeline):
+        named = [(name, getattr(target, name, None)) for name in _TRANSFORMER_COMPONENTS]
+    else:
+        named = [("transformer", target)]
+    found = {}
+    for name, module in named:
+        registry = getattr(unwrap_module(module), "_diffusers_hook", None) if module is not None else None
+        if registry is not None and registry.get_hook(ROOT_HOOK) is not None:
+            found[name] = teacache_stats(module)
+    return found or None
+
+
 def _make_stackable() -> None:
     """Let ``taocache.enable(pipe, [TeaCacheConfig(...), TaoCacheConfig(...)])`` apply and remove TeaCache."""
     from .api import register_cache
 
-    register_cache(TeaCacheConfig, enable_fn=apply_to_target, disable_fn=remove_from_target)
+    register_cache(
+        TeaCacheConfig, enable_fn=apply_to_target, disable_fn=remove_from_target, stats_fn=stats_of_target
+    )
 
 
 _make_stackable()

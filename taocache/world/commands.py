@@ -12,6 +12,7 @@ def register(sub) -> None:
     p.add_argument("--captions", type=int, default=50, help="held-out captions to score (at most 50)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     p.add_argument("--output", type=Path, default=None, help="JSON file (default: eval/results/model-<name>.json)")
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p.set_defaults(func=run)
@@ -24,7 +25,7 @@ def run(args) -> int:
 
     if not 1 <= args.captions <= 50:
         raise ValueError(f"--captions={args.captions} must be between 1 and 50")
-    pipe, recipe = load_pipeline(args.model, kind=args.kind)
+    pipe, recipe = load_pipeline(args.model, kind=args.kind, device=args.device)
     output = args.output or ROOT / "eval" / "results" / f"model-{recipe.name}.json"
     refuse_overwrite(output, args.force)
     result = evaluate_model(pipe, recipe, args.captions, num_inference_steps=args.steps, guidance_scale=args.guidance)

@@ -44,13 +44,13 @@ def caption_agreement(scenes: list[Scene], pixels: np.ndarray) -> dict:
 def autoencoder_psnr(vae, scenes: list[Scene], seed: int = 10_000, num_frames: int = 9, size: int = 64) -> float:
     """Mean PSNR of the autoencoder's reconstruction (posterior mean) of rendered scenes."""
     values = []
-    dtype = next(vae.parameters()).dtype
+    dtype, device = next(vae.parameters()).dtype, next(vae.parameters()).device
     for i, scene in enumerate(scenes):
         pixels = render(scene, seed + i, size=size, num_frames=num_frames)
-        x = torch.from_numpy(pixels).to(dtype)
+        x = torch.from_numpy(pixels).to(device, dtype)
         x = x.permute(3, 0, 1, 2)[None] if scene.is_video else x.permute(2, 0, 1)[None]
         rec = vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample
-        rec = ((rec.float().clamp(-1, 1) + 1) / 2)[0]
+        rec = ((rec.float().cpu().clamp(-1, 1) + 1) / 2)[0]
         rec = rec.permute(1, 2, 3, 0) if scene.is_video else rec.permute(1, 2, 0)
         values.append(psnr(rec.numpy(), pixels))
     return float(np.mean(values))

@@ -1,0 +1,281 @@
+"""Quality-budget mode: the fastest cache configuration that stays within a quality target of the full run.
+
+A user's question is rarely "which threshold?" but "how fast can I go while staying this close to the full
+run?". :func:`tune` answers it for one model and call setting by a small search:
+
+1. full runs of the *search* prompts give the references, and TaoCache's calibration (never the prompts it
+   is judged on later);
+2. every candidate (TaoCache alone over a grid of settings, and TaoCache stacked on TeaCache where the model
+   has TeaCache coefficients) runs on the same prompts and seeds; its cost is the fraction of full denoiser
+   passes it made, its quality the worst PSNR / SSIM / LPIPS over the search prompts;
+3. the cheapest candidate whose worst case meets every target (plus ``margin_db`` for PSNR) wins;
+4. it is checked on separate *held-out* prompts, and the file says on how many it met the targets.
+
+The result is a configuration file (see :mod:`taocache.cache.config_file`) that ``taocache.enable`` takes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..metrics import psnr, ssim
+from .config import TaoCacheConfig
+
+logger = logging.getLogger(__name__)
+
+#: TaoCache settings searched by default: from cautious to fast.
+TAOCACHE_GRID = {
+    "error_budget": (0.05, 0.1, 0.2, 0.4, 0.8),
+    "max_consecutive": (1, 2, 3),
+    "start_fraction": (0.2, 0.3),
+}
+#: TeaCache thresholds tried under TaoCache (with TaoCache's settings of a reduced grid).
+TEACACHE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)
+STACKED_TAOCACHE_GRID = {"error_budget": (0.1, 0.4), "max_consecutive": (1, 2), "start_fraction": (0.3,)}
+
+
+@dataclass
+class Targets:
+    """Quality a configuration must keep against the full run, per video (None: not constrained)."""
+
+    psnr: float | None = None
+    ssim: float | None = None
+    lpips: float | None = None
+
+    def __post_init__(self):
+        if self.psnr is None and self.ssim is None and self.lpips is None:
+            raise ValueError("give at least one target: target_psnr (dB), target_ssim (0-1) or target_lpips (0-1)")
+        if self.psnr is not None and not self.psnr > 0:
+            raise ValueError(f"target_psnr={self.psnr!r} must be a positive number of dB")
+        for name in ("ssim", "lpips"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"target_{name}={value!r} must be in (0, 1)")
+
+    def met(self, quality: dict, margin_db: float = 0.0) -> bool:
+        if self.psnr is not None and quality["psnr"] < self.psnr + margin_db:
+            return False
+        if self.ssim is not None and quality["ssim"] < self.ssim:
+            return False
+        return self.lpips is None or quality["lpips"] <= self.lpips
+
+
+@dataclass
+class Candidate:
+    """One configuration tried: its caches (innermost first) and what it measured."""
+
+    name: str
+    configs: list
+    cost: float = 1.0  # full denoiser passes made / passes of the full run
+    worst: dict = field(default_factory=dict)
+    per_prompt: list = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        return 1.0 / self.cost if self.cost > 0 else float("inf")
+
+    def summary(self) -> dict:
+        return {"name": self.name, "speedup": self.speedup, "worst": self.worst, "per_prompt": self.per_prompt}
+
+
+@dataclass
+class TuneResult:
+    """The chosen candidate, every candidate tried, and the held-out check of the chosen one."""
+
+    targets: Targets
+    chosen: Candidate | None
+    candidates: list[Candidate]
+    check: list[dict]
+    call: dict
+
+    @property
+    def configs(self) -> list:
+        if self.chosen is None:
+            raise ValueError("no configuration met the targets on the search prompts; loosen the targets")
+        return self.chosen.configs
+
+    @property
+    def check_pass_rate(self) -> float | None:
+        if not self.check:
+            return None
+        return float(np.mean([row["met"] for row in self.check]))
+
+    def report(self) -> dict:
+        """What the search measured, as JSON-safe values (an output equal to the full run has PSNR "inf")."""
+        return _json_safe({
+            "targets": {k: v for k, v in vars(self.targets).items() if v is not None},
+            "call": {k: v for k, v in self.call.items() if isinstance(v, (int, float, str, bool))},
+            "chosen": self.chosen.summary() if self.chosen else None,
+            "check": {"prompts": len(self.check), "met": self.check_pass_rate, "per_prompt": self.check},
+            "candidates": [
+                {"name": c.name, "speedup": c.speedup, "worst": c.worst} for c in self.candidates
+            ],
+        })
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the chosen configuration (and its calibration) for ``taocache.enable(pipe, path)``."""
+        from .config_file import save_configs
+
+        return save_configs(path, self.configs, tuned=self.report(), overwrite=overwrite)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
+def _teacache_fraction(pipe) -> float:
+    """Of the calls that reached the transformers, the fraction TeaCache computed (1.0 without TeaCache)."""
+    from .api import _denoisers
+    from .teacache import ROOT_HOOK, teacache_stats
+
+    computed = total = 0
+    for _, module in _denoisers(pipe)[1]:
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook(ROOT_HOOK) is not None:
+            for counts in teacache_stats(module).values():
+                computed += counts.get("computed", 0)
+                total += counts.get("computed", 0) + counts.get("skipped", 0)
+    return computed / total if total else 1.0
+
+
+def _quality(frames: np.ndarray, reference: np.ndarray, lpips_model) -> dict:
+    row = {"psnr": psnr(frames, reference), "ssim": ssim(frames, reference)}
+    if lpips_model is not None:
+        row["lpips"] = lpips_model(frames, reference)
+    return row
+
+
+def _worst(rows: list[dict]) -> dict:
+    worst = {"psnr": min(r["psnr"] for r in rows), "ssim": min(r["ssim"] for r in rows)}
+    if rows and "lpips" in rows[0]:
+        worst["lpips"] = max(r["lpips"] for r in rows)
+    return worst
+
+
+def default_candidates(pipe, calibration, stack: bool = True) -> list[Candidate]:
+    """TaoCache over :data:`TAOCACHE_GRID`, and stacked on TeaCache where the model has coefficients."""
+    base = TaoCacheConfig(calibration=calibration, auto_calibrate=False)
+    out = []
+    for budget, consecutive, start in itertools.product(*TAOCACHE_GRID.values()):
+        config = replace(base, error_budget=budget, max_consecutive=consecutive, start_fraction=start)
+        out.append(Candidate(f"taocache budget={budget} consecutive={consecutive} start={start}", [config]))
+    teacache = _teacache_base(pipe) if stack else None
+    if teacache is not None:
+        for thresh, (budget, consecutive, start) in itertools.product(
+            TEACACHE_THRESHOLDS, itertools.product(*STACKED_TAOCACHE_GRID.values())
+        ):
+            tao = replace(base, error_budget=budget, max_consecutive=consecutive, start_fraction=start)
+            tea = replace(teacache, rel_l1_thresh=thresh)
+            name = f"teacache thresh={thresh} + taocache budget={budget} consecutive={consecutive} start={start}"
+            out.append(Candidate(name, [tea, tao]))
+    return out
+
+
+def _teacache_base(pipe):
+    """A TeaCacheConfig with this model's own coefficients (fitted file or published preset), else None."""
+    from .teacache import TeaCacheConfig, _find_coefficients, _transformers
+
+    try:
+        transformers = _transformers(pipe)
+    except TypeError:
+        return None  # a UNet pipeline: TeaCache caches a transformer's block stack
+    found = _find_coefficients(transformers[0])
+    if found is None:
+        logger.info("no TeaCache coefficients for this model: tuning TaoCache alone (fit some with fit-teacache)")
+        return None
+    return TeaCacheConfig(**{**vars(found), "recorder": None})
+
+
+def tune(
+    pipe,
+    search_prompts: list[str],
+    check_prompts: list[str],
+    *,
+    target_psnr: float | None = None,
+    target_ssim: float | None = None,
+    target_lpips: float | None = None,
+    call_kwargs: dict | None = None,
+    seed: int = 0,
+    stack: bool = True,
+    candidates: list[Candidate] | None = None,
+    margin_db: float = 0.5,
+    lpips_model=None,
+    progress: bool = True,
+) -> TuneResult:
+    """Search the fastest cache configuration whose worst case on ``search_prompts`` meets the targets.
+
+    Prompt ``n`` of each list runs with a CPU generator seeded ``seed + n``. ``candidates`` replaces the
+    default grid (:func:`default_candidates`). A ``target_lpips`` needs ``lpips_model`` (see
+    :func:`taocache.metrics.load_lpips`). Use ``result.save(path)`` to write the chosen configuration.
+    """
+    from tqdm.auto import tqdm
+
+    from .api import _hooks, calibrate, disable, enable, stats
+    from .commands import _frames
+
+    targets = Targets(target_psnr, target_ssim, target_lpips)
+    if target_lpips is not None and (lpips_model is None or not getattr(lpips_model, "available", True)):
+        reason = getattr(lpips_model, "reason", "") or "no LPIPS model was given"
+        raise ValueError(f"cannot tune for an LPIPS target: {reason}; use target_psnr or target_ssim instead")
+    for name, prompts in (("search_prompts", search_prompts), ("check_prompts", check_prompts)):
+        if isinstance(prompts, str) or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"{name} must be a list of non-empty strings")
+    if not search_prompts:
+        raise ValueError("search_prompts is empty: the search needs at least one prompt")
+    if set(search_prompts) & set(check_prompts):
+        raise ValueError("search_prompts and check_prompts overlap: the check must use prompts the search never saw")
+    if _hooks(pipe):
+        raise ValueError("TaoCache is already enabled on this pipeline; disable it before tuning")
+    call = dict(call_kwargs or {})
+    lpips = lpips_model if lpips_model is not None and getattr(lpips_model, "available", True) else None
+
+    def run(prompt: str, n: int):
+        generator = torch.Generator("cpu").manual_seed(seed + n)
+        return _frames(pipe(prompt, generator=generator, output_type="np", **call))
+
+    calibration = calibrate(
+        pipe, list(search_prompts), call_kwargs=call, seed=seed, save=False, progress=progress,
+        horizon=max(TAOCACHE_GRID["max_consecutive"]),
+    )
+    references = [run(p, n) for n, p in enumerate(search_prompts)]
+    tried = candidates if candidates is not None else default_candidates(pipe, calibration, stack)
+    for candidate in tqdm(tried, desc="tune", disable=not progress):
+        enable(pipe, candidate.configs)
+        try:
+            rows, computed, calls = [], 0, 0
+            for n, prompt in enumerate(search_prompts):
+                rows.append(_quality(run(prompt, n), references[n], lpips))
+                record = stats(pipe)
+                computed, calls = computed + record.computed, calls + record.calls
+            # TaoCache's share of computed calls, times TeaCache's share of full block-stack passes in them
+            candidate.cost = computed / calls * _teacache_fraction(pipe)
+        finally:
+            disable(pipe)
+        candidate.per_prompt = rows
+        candidate.worst = _worst(rows)
+    passing = [c for c in tried if targets.met(c.worst, margin_db)]
+    chosen = min(passing, key=lambda c: c.cost) if passing else None
+    check = []
+    if chosen is not None:
+        offset = len(search_prompts)
+        references = [run(p, offset + n) for n, p in enumerate(check_prompts)]
+        enable(pipe, chosen.configs)
+        try:
+            for n, prompt in enumerate(check_prompts):
+                row = _quality(run(prompt, offset + n), references[n], lpips)
+                check.append({"prompt": prompt, **row, "met": targets.met(row)})
+        finally:
+            disable(pipe)
+    return TuneResult(targets, chosen, tried, check, call)

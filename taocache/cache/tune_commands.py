@@ -1,0 +1,106 @@
+"""``taocache tune``: the fastest cache configuration that keeps a quality target, written to a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from .commands import _add_model_arguments
+
+    p = sub.add_parser(
+        "tune", help="find the fastest TaoCache configuration (alone or on TeaCache) that meets a quality target"
+    )
+    _add_model_arguments(p)
+    p.add_argument("--target-psnr", type=float, default=None, help="least PSNR against the full run, dB")
+    p.add_argument("--target-ssim", type=float, default=None, help="least SSIM against the full run (0-1)")
+    p.add_argument(
+        "--target-lpips", type=float, default=None, help="largest LPIPS against the full run (needs AlexNet weights)"
+    )
+    p.add_argument("--search-prompts", type=int, default=4, help="prompts the search runs on (default 4)")
+    p.add_argument("--check-prompts", type=int, default=10, help="held-out prompts checked after (default 10)")
+    p.add_argument(
+        "--prompts-file",
+        type=Path,
+        default=None,
+        help="prompts, one a line: the first --search-prompts search, the next --check-prompts check "
+        "(default: the sample world's training captions for the search, held-out captions for the check)",
+    )
+    p.add_argument("--margin", type=float, default=0.5, help="PSNR margin the search demands above the target, dB")
+    p.add_argument("--no-stack", action="store_true", help="tune TaoCache alone (no TeaCache candidates)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--output", type=Path, default=Path("runs/taocache-tuned.json"), help="configuration file to write"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    p.set_defaults(func=tune_command)
+
+
+def _spread(items: list, count: int) -> list:
+    """``count`` items spread evenly over ``items`` (the sample world's lists are ordered by attribute)."""
+    if count >= len(items):
+        return list(items)
+    return [items[round(i * len(items) / count)] for i in range(count)]
+
+
+def _prompts(args, kind: str) -> tuple[list[str], list[str]]:
+    if args.search_prompts < 1 or args.check_prompts < 0:
+        raise ValueError("--search-prompts must be at least 1 and --check-prompts at least 0")
+    if args.prompts_file is not None:
+        if not args.prompts_file.is_file():
+            raise FileNotFoundError(f"--prompts-file {args.prompts_file} does not exist")
+        lines = [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+        needed = args.search_prompts + args.check_prompts
+        if len(lines) < needed:
+            raise ValueError(f"--prompts-file {args.prompts_file} holds {len(lines)} prompts; {needed} are needed")
+        return lines[: args.search_prompts], lines[args.search_prompts : needed]
+    from ..world import split
+
+    train, held = split(video=kind == "video")
+    return (
+        _spread([s.caption for s in train], args.search_prompts),
+        _spread([s.caption for s in held], args.check_prompts),
+    )
+
+
+def tune_command(args) -> int:
+    from ..io import refuse_overwrite
+    from .commands import _load
+    from .tune import Targets, tune
+
+    Targets(args.target_psnr, args.target_ssim, args.target_lpips)  # checks the targets before any work
+    refuse_overwrite(args.output, args.force)
+    lpips_model = None
+    if args.target_lpips is not None:
+        from ..metrics import load_lpips
+
+        lpips_model = load_lpips("alex")
+    pipe, recipe, call = _load(args)
+    search, check = _prompts(args, recipe.kind)
+    print(f"tuning {recipe.name} on {len(search)} search prompts, checking on {len(check)} held-out prompts")
+    result = tune(
+        pipe,
+        search,
+        check,
+        target_psnr=args.target_psnr,
+        target_ssim=args.target_ssim,
+        target_lpips=args.target_lpips,
+        call_kwargs=call,
+        seed=args.seed,
+        stack=not args.no_stack,
+        margin_db=args.margin,
+        lpips_model=lpips_model,
+    )
+    if result.chosen is None:
+        best = max(result.candidates, key=lambda c: c.worst["psnr"])
+        print(f"no configuration met the targets; the closest was {best.name} (worst PSNR {best.worst['psnr']:.2f} dB)")
+        return 1
+    path = result.save(args.output, overwrite=args.force)
+    chosen = result.chosen
+    print(f"chosen: {chosen.name}, {chosen.speedup:.2f}x fewer full denoiser passes")
+    print("  worst on the search prompts: " + ", ".join(f"{k} {v:.4g}" for k, v in chosen.worst.items()))
+    if result.check:
+        met = sum(row["met"] for row in result.check)
+        print(f"  held-out check: target met on {met} of {len(result.check)} prompts")
+    print(f"written {path}; use it with taocache.enable(pipe, {str(path)!r})")
+    return 0
