@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from taocache.bench import Benchmark, BenchPlan, make_method
 from taocache.bench.methods import METHODS, Method, register_method
@@ -33,13 +32,8 @@ class DoesNothing(Method):
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    from taocache.builders import tiny_wan_pipeline
-
-    torch.set_num_threads(1)
-    pipeline = tiny_wan_pipeline()
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+def pipe(wan):
+    return wan
 
 
 def _plan(methods, **overrides):
