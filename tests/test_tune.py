@@ -185,3 +185,36 @@ def test_teacache_config_is_exported_and_stackable_in_any_import_order(wan):
 
 def test_candidate_speedup_is_the_inverse_cost():
     assert Candidate("x", [], cost=0.5).speedup == 2.0
+
+
+def test_pyramid_attention_broadcast_stacks_through_enable(wan):
+    from diffusers import PyramidAttentionBroadcastConfig
+
+    reference = run(wan, SEARCH[0], 0)
+    pab = PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2,
+        spatial_attention_timestep_skip_range=(0, 1000),
+        current_timestep_callback=lambda: wan.current_timestep,
+    )
+    taocache.enable(wan, [pab, taocache.TaoCacheConfig()])
+    try:
+        assert wan.transformer._diffusers_hook._hook_order[-1] == "taocache"  # TaoCache stays outermost
+        cached = run(wan, SEARCH[0], 0)
+        assert not np.array_equal(cached, reference) and np.isfinite(cached).all()
+        assert taocache.stats(wan).stacked["PyramidAttentionBroadcast"] == {"transformer": "on"}
+    finally:
+        taocache.disable(wan)
+    assert wan.transformer._cache_config is None
+    np.testing.assert_array_equal(run(wan, SEARCH[0], 0), reference)
+
+
+def test_a_diffusers_cache_enabled_by_hand_survives_disable(wan):
+    from diffusers import FirstBlockCacheConfig
+
+    wan.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    try:
+        taocache.enable(wan)
+        taocache.disable(wan)
+        assert isinstance(wan.transformer._cache_config, FirstBlockCacheConfig)
+    finally:
+        wan.transformer.disable_cache()

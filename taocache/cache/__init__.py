@@ -11,7 +11,8 @@ TaoCache registers one hook, named ``"taocache"``, on the denoiser module's diff
 acts only on the denoiser's output. Anything that changes how the output is computed can sit inside it:
 
 * diffusers' own caches (``transformer.enable_cache(PyramidAttentionBroadcastConfig(...))``, FirstBlockCache,
-  ...) hook blocks or attention layers below the denoiser's forward; enable them in either order. On a step
+  ...) hook blocks or attention layers below the denoiser's forward; enable them in either order, or pass
+  their config in the list given to :func:`enable` (``diffusers_stack.py``), which then also removes them. On a step
   TaoCache predicts, the denoiser does not run, so the inner cache sees no call for that step.
 * Another project cache (for example a TeaCache hook in ``taocache/cache/teacache.py``) registers its hooks
   under its own name on the same registries, so that ``disable`` of one leaves the other in place, and makes

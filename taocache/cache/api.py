@@ -94,7 +94,7 @@ def enable(target, config=None) -> None:
     path of a configuration file written by ``taocache tune`` / :func:`taocache.tune`.
     Enabling again replaces the earlier TaoCache hook.
     """
-    from . import teacache  # noqa: F401  (makes TeaCacheConfig stackable)
+    from . import diffusers_stack, teacache  # noqa: F401  (make TeaCache's and diffusers' configs stackable)
     from .config_file import load_configs
 
     if isinstance(config, (str, os.PathLike)):
