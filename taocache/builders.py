@@ -146,7 +146,7 @@ def sd_components(
 
     The noise schedule defaults to Stable Diffusion's.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -164,18 +164,7 @@ def sd_components(
             eos_token_id=1,
         )
     )
-    n = len(vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=vae_channels,
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=min(8, vae_channels[0]),
-        sample_size=sample_size * 2 ** (n - 1),
-    )
+    vae = _autoencoder_kl(vae_channels, latent_channels, sample_size * 2 ** (len(vae_channels) - 1))
     m = len(unet_channels)
     unet = UNet2DConditionModel(
         sample_size=sample_size,
@@ -225,6 +214,24 @@ def tiny_sd_pipeline(seed: int = 0, **overrides):
 # ------------------------------------------------------------------------ Latte and CogVideoX (video, tests)
 
 
+def _autoencoder_kl(channels: tuple[int, ...], latent_channels: int, sample_size: int):
+    """An image ``AutoencoderKL`` downsampling by 2**(len(channels)-1), one layer per block."""
+    from diffusers import AutoencoderKL
+
+    n = len(channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=channels,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=min(8, channels[0]),
+        sample_size=sample_size,
+    )
+
+
 def _tiny_t5(tokenizer, text_dim: int = 32):
     from transformers import T5Config, T5EncoderModel
 
@@ -252,24 +259,14 @@ def tiny_latte_pipeline(seed: int = 0, num_layers: int = 1, vae_levels: int = 3)
     Frames are 8 * 2**(vae_levels - 1) pixels wide (32 by default). Call it with ``clean_caption=False,
     mask_feature=False``; it batches both guidance passes in one call.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
+    from diffusers import DDIMScheduler, LattePipeline, LatteTransformer3DModel
 
     from .world import vocabulary
 
     torch.manual_seed(seed)
     tokenizer = word_tokenizer(vocabulary(), 16)
     text_encoder = _tiny_t5(tokenizer)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * vae_levels,
-        up_block_types=("UpDecoderBlock2D",) * vae_levels,
-        block_out_channels=(8, 16, 16)[:vae_levels],
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
+    vae = _autoencoder_kl((8, 16, 16)[:vae_levels], latent_channels=4, sample_size=32)
     transformer = LatteTransformer3DModel(
         num_attention_heads=2,
         attention_head_dim=8,

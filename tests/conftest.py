@@ -11,6 +11,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module (its timings and results do not depend on the machine's cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
 def wan():
     """A tiny random-weight WanPipeline (one torch thread, no progress bars), shared by a test module."""
     from taocache.builders import tiny_wan_pipeline

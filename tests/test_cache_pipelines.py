@@ -25,12 +25,7 @@ def isolated_calibrations(tmp_path, monkeypatch):
     monkeypatch.setenv("TAOCACHE_CALIBRATION_DIR", str(tmp_path / "calibrations"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(kind, seed=0):

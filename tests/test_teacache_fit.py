@@ -35,21 +35,7 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def wan():
-    from taocache.builders import tiny_wan_pipeline
-
-    pipe = tiny_wan_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def record(step, indicator, output, residual=None, context="cond"):

@@ -524,10 +524,8 @@ def _first_tensor(output) -> torch.Tensor | None:
     return None
 
 
-class TeaCacheRootHook(ModelHook):
-    """On the transformer: tracks the step, detects a new pipeline call, counts, and reports records."""
-
-    _is_stateful = True
+class _SignatureHook(ModelHook):
+    """A TeaCache hook that shares the state manager and settings and binds its module's call arguments."""
 
     def __init__(self, state_manager: StateManager, settings: _Settings):
         super().__init__()
@@ -538,6 +536,12 @@ class TeaCacheRootHook(ModelHook):
     def initialize_hook(self, module):
         self._signature = _forward_signature(unwrap_module(module))
         return module
+
+
+class TeaCacheRootHook(_SignatureHook):
+    """On the transformer: tracks the step, detects a new pipeline call, counts, and reports records."""
+
+    _is_stateful = True
 
     def pre_forward(self, module, *args, **kwargs):
         self._begin_call(args, kwargs)
@@ -617,20 +621,16 @@ class TeaCacheRootHook(ModelHook):
         return module
 
 
-class TeaCacheHeadHook(ModelHook):
+class TeaCacheHeadHook(_SignatureHook):
     """On the first block: measures the indicator, updates the accumulator and decides compute or skip."""
 
     def __init__(self, state_manager: StateManager, settings: _Settings):
-        super().__init__()
-        self.state_manager = state_manager
-        self.settings = settings
-        self._signature = None
+        super().__init__(state_manager, settings)
         self._metadata = None
 
     def initialize_hook(self, module):
-        self._signature = _forward_signature(unwrap_module(module))
         self._metadata = _block_metadata(unwrap_module(module))
-        return module
+        return super().initialize_hook(module)
 
     def new_forward(self, module, *args, **kwargs):
         if self._decide(module, args, kwargs):
@@ -716,18 +716,8 @@ class TeaCacheBlockHook(ModelHook):
         return self.state_manager._context is not None and self.state_manager.get_state().skip
 
 
-class TeaCacheStackOutputHook(ModelHook):
+class TeaCacheStackOutputHook(_SignatureHook):
     """On the module after the stack: keeps the residual on computed steps, adds it back on skipped ones."""
-
-    def __init__(self, state_manager: StateManager, settings: _Settings):
-        super().__init__()
-        self.state_manager = state_manager
-        self.settings = settings
-        self._signature = None
-
-    def initialize_hook(self, module):
-        self._signature = _forward_signature(unwrap_module(module))
-        return module
 
     def new_forward(self, module, *args, **kwargs):
         args, kwargs = self._rebuild(args, kwargs)
