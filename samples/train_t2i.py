@@ -3,8 +3,9 @@
     python samples/train_t2i.py                # rebuilds the shipped weights (resumes if interrupted)
 
 Two stages, each checkpointed under samples/checkpoints/t2i/: an ``AutoencoderKL`` (4x compression), then a
-``UNet2DConditionModel`` and its small CLIP text encoder trained together with the epsilon-prediction DDPM
-loss of Stable Diffusion. The result is a complete ``StableDiffusionPipeline`` folder (DDIM scheduler).
+``UNet2DConditionModel`` and its small CLIP text encoder trained together with the DDPM loss in
+v-prediction (the target ``sqrt(a) * noise - sqrt(1 - a) * x0``, as Stable Diffusion 2.x). The result is a
+complete ``StableDiffusionPipeline`` folder (DDIM scheduler, ``prediction_type="v_prediction"``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ ARCH = dict(
     # schedule leaves about 7% of the image in its noisiest sample, enough for the model to read where the
     # shape is from the noise instead of from the caption, and at sampling time it then ignores position words.
     beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+    # v-prediction, not epsilon: where the shape is placed is decided in the noisiest steps, before the noisy
+    # sample gives the placement away. There an epsilon model must output ~x_t plus an x0 term about 1/100 of
+    # its size, which this UNet cannot resolve: trained on epsilon, its placement ignored the position words
+    # (16% agreement on held-out captions, 12-16% with loss weightings that favour the noisy steps), while
+    # the v target carries x0 at full scale there (100%; samples/README.md).
+    prediction_type="v_prediction",
 )
 
 
@@ -77,7 +84,7 @@ def encode_dataset(vae, scenes, count, seed):
     return torch.cat(latents), captions
 
 
-def train_unet(components, latents, captions, args, ckpt):
+def train_unet(components, latents, captions, args, ckpt, arch):
     unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
     scheduler = components["scheduler"]
     unet.requires_grad_(True)
@@ -101,7 +108,11 @@ def train_unet(components, latents, captions, args, ckpt):
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = net["unet"](xt, t, encoder_hidden_states=text, return_dict=False)[0]
-        return torch.nn.functional.mse_loss(pred, noise)
+        if arch["prediction_type"] == "v_prediction":
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        else:
+            target = noise
+        return torch.nn.functional.mse_loss(pred, target)
 
     done = train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema)
     net.load_state_dict(ema.shadow.state_dict())
@@ -146,7 +157,7 @@ def main(argv=None):
     latents = latents * scaling
     print(f"latent scaling factor {scaling:.4f}")
 
-    steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints)
+    steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints, arch)
     if steps_done["unet"] < args.unet_steps:
         print(f"stopped early after {steps_done['unet']} of {args.unet_steps} steps: saving that model anyway")
 

@@ -267,3 +267,31 @@ def test_no_memory_growth_across_fifty_calls():
     for _ in range(45):
         denoise(toy)
     assert live_tensors() <= before
+
+
+def test_weighing_by_step_size_moves_predictions_to_short_steps():
+    """The toy's steps shrink towards the end: weighed, the long early steps are predicted less."""
+
+    def predicted_steps(weigh, schedule=None):
+        toy = enable(Toy(curvature=3.0), predictor="reuse", error_budget=0.1, max_consecutive=1,
+                     start_fraction=0.0, weigh_by_step=weigh)
+        x = torch.zeros(1, 4, 6)
+        outs = []
+        for _ in range(2):
+            outs = [toy(x, torch.tensor(t))[0] for t in (schedule or timesteps())]
+        decisions = taocache.stats(toy).branches["cond"].decisions
+        return [i for i, d in enumerate(decisions) if d == "P"], torch.stack(outs)
+
+    plain, _ = predicted_steps(False)
+    weighed, _ = predicted_steps(True)
+    assert plain and weighed
+    assert sum(weighed) / len(weighed) > sum(plain) / len(plain)
+    uniform = [999.0 * (1 - i / STEPS) for i in range(STEPS)]  # every step weighs 1: nothing changes
+    plain_steps, plain_out = predicted_steps(False, uniform)
+    weighed_steps, weighed_out = predicted_steps(True, uniform)
+    assert plain_steps and plain_steps == weighed_steps and torch.equal(plain_out, weighed_out)
+
+
+def test_weigh_by_step_must_be_a_bool():
+    with pytest.raises(ValueError, match="weigh_by_step"):
+        TaoCacheConfig(weigh_by_step="yes")

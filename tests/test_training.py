@@ -48,3 +48,20 @@ def test_a_stop_request_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, monke
     opt = torch.optim.SGD(resumed.parameters(), lr=0.1)
     assert trainlib.train_loop("t", {"m": resumed}, opt, lambda s: resumed(x).pow(2).mean(), 10, tmp_path) == 10
     assert torch.load(tmp_path / "t.pt", weights_only=False)["step"] == 10
+
+
+def test_image_script_builds_a_v_prediction_pipeline_end_to_end(tmp_path, monkeypatch, one_thread):
+    import train_t2i
+    from diffusers import StableDiffusionPipeline
+
+    monkeypatch.setattr(trainlib.STOP, "requested", False)
+    out = tmp_path / "model"
+    train_t2i.main([
+        "--out", str(out), "--checkpoints", str(tmp_path / "ckpt"), "--device", "cpu",
+        "--vae-steps", "2", "--vae-batch", "2", "--unet-steps", "2", "--unet-batch", "4", "--dataset-size", "64",
+    ])
+    pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    image = pipe("a large red circle on the left on a dark background", num_inference_steps=2, height=64,
+                 width=64, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3) and (out / "training.json").is_file()

@@ -128,6 +128,15 @@ def test_config_file_round_trip_with_teacache_binding(wan, tmp_path):
     assert [type(c) for c in loaded] == [TeaCacheConfig, taocache.TaoCacheConfig]
     assert loaded[0].model_match == match and loaded[0].coefficients == (1.0, 0.0)
     assert loaded[1].error_budget == 0.3 and loaded[1].max_consecutive == 2
+    assert loaded[1].weigh_by_step is True
+
+
+def test_config_file_written_before_step_weighting_keeps_it_off(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text('{"format": "taocache.cache-config", "version": 1, "caches": '
+                    '[{"type": "TaoCacheConfig", "predictor": "linear", "error_budget": 0.4}]}')
+    (config,) = load_configs(path)
+    assert config.weigh_by_step is False and config.predictor == "linear"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,12 @@ def register(sub) -> None:
     )
     run_parser.add_argument("--budget", type=float, default=None, help="error_budget (default: the config's)")
     run_parser.add_argument("--max-consecutive", type=int, default=None, help="(default: the config's)")
+    run_parser.add_argument(
+        "--weigh-by-step",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weigh each call's predicted error by its step size (default: the config's)",
+    )
     run_parser.add_argument(
         "--calibration",
         type=Path,
@@ -171,6 +178,7 @@ def run_command(args) -> int:
             "start_fraction": args.start,
             "error_budget": args.budget,
             "max_consecutive": args.max_consecutive,
+            "weigh_by_step": args.weigh_by_step,
             "calibration": args.calibration,
         }.items()
         if v is not None

@@ -18,14 +18,14 @@ class TaoCacheConfig:
     Args:
         predictor: How a skipped call's output is predicted from the last computed output ``out_j`` and an
             earlier computed one ``out_a`` (``D = out_j - out_a``), as ``out_j + coefficient * D``:
-            ``"linear"`` (default) continues the delta of the last two computed outputs linearly in the
-            denoiser's timestep (first-order extrapolation); ``"geometric"`` uses the calibrated
-            least-squares coefficient ``k = r * c`` (norm ratio times cosine of the delta to predict against
-            ``D``, measured at the same gap on full runs: the fixed-point extrapolation of docs/algorithm.md)
-            and picks, among the last kept outputs, the ``out_a`` whose prediction has the smallest
-            calibrated error; ``"reuse"`` returns ``out_j`` unchanged. Every predictor decides with the same
-            calibrated error estimate (for its own coefficient); only the prediction differs. The default
-            is the measured best on the embedded video model (docs/algorithm.md, section 6).
+            ``"geometric"`` (default) uses the calibrated least-squares coefficient ``k = r * c`` (norm ratio
+            times cosine of the delta to predict against ``D``, measured at the same gap on full runs: the
+            fixed-point extrapolation of docs/algorithm.md) and picks, among the last kept outputs, the
+            ``out_a`` whose prediction has the smallest calibrated error; ``"linear"`` continues the delta of
+            the last two computed outputs linearly in the denoiser's timestep (first-order extrapolation);
+            ``"reuse"`` returns ``out_j`` unchanged. Every predictor decides with the same calibrated error
+            estimate (for its own coefficient); only the prediction differs. The default is the measured best
+            on the embedded video model (docs/algorithm.md, section 6).
         start_fraction: Fraction of the steps, in [0, 1], that always run in full before the first skip
             (``start step = ceil(start_fraction * steps)``). The paper aims at the late steps.
         error_budget: Budget, > 0, for the predicted relative error (L2 norm of the expected prediction error
@@ -34,6 +34,11 @@ class TaoCacheConfig:
             Larger is faster and further from the full run.
         max_consecutive: Most predicted calls in a row, 1 to 8 (and at most the calibration's horizon).
         final_steps: Number of last steps, at least 1, that are always computed.
+        weigh_by_step: Scale each call's predicted error by the size of its step in the denoiser's timestep
+            (relative to the run's mean step). A solver moves the latent by about the step size times the
+            output, so an output error on a long step costs more than the same error on a short one; with a
+            shifted flow schedule the late steps are several times longer than the early ones. Uniform
+            schedules (DDIM's) give every step weight 1. On by default (measured, docs/algorithm.md section 6).
         calibration: A :class:`~taocache.cache.calibration.Calibration`, a path to its JSON file, or None to
             look one up in ``calibration_dir`` and the package's shipped calibrations.
         calibration_dir: Folder holding calibration files; None means ``$TAOCACHE_CALIBRATION_DIR`` or
@@ -46,12 +51,13 @@ class TaoCacheConfig:
             context); set it for a bare module called that way.
     """
 
-    # Defaults measured with eval/tune_defaults.py on the embedded trained models (docs/algorithm.md, section 6).
-    predictor: str = "linear"
-    start_fraction: float = 0.3
-    error_budget: float = 0.1
+    # Defaults measured with the defaults-20/defaults-50 sweeps on the embedded video model (docs/algorithm.md, section 6).
+    predictor: str = "geometric"
+    start_fraction: float = 0.2
+    error_budget: float = 0.2
     max_consecutive: int = 1
     final_steps: int = 1
+    weigh_by_step: bool = True
     calibration: Any = None
     calibration_dir: str | os.PathLike | None = None
     auto_calibrate: bool = True
@@ -72,6 +78,8 @@ class TaoCacheConfig:
             )
         if not _is_int(self.final_steps) or self.final_steps < 1:
             raise ValueError(f"final_steps={self.final_steps!r} must be an integer >= 1")
+        if not isinstance(self.weigh_by_step, bool):
+            raise ValueError(f"weigh_by_step={self.weigh_by_step!r} must be True or False")  # noqa: TRY004
         if self.calibration is not None and not isinstance(self.calibration, (str, os.PathLike, Calibration)):
             raise ValueError(
                 f"calibration={self.calibration!r} must be None, a Calibration or a path to a calibration JSON file"

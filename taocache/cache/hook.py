@@ -12,8 +12,9 @@ One call of the denoiser at step ``i``:
   2. otherwise take the last computed output ``out_j`` and an earlier computed one ``out_a``
      (``D = out_j - out_a``, gap ``g = j - a``, horizon ``m = i - j``), the calibrated statistics for
      (branch, ``i``, ``g``, ``m``) and the predictor's coefficient ``k``; the predicted relative error of the
-     worst sample is ``||D|| / ||out_j|| * rms(||out_i - out_j - k D|| / ||D||)``. The geometric predictor
-     tries each kept ``out_a`` (up to two gaps) and keeps the one with the smallest predicted error;
+     worst sample is ``||D|| / ||out_j|| * rms(||out_i - out_j - k D|| / ||D||)``, times the length of step
+     ``i`` over the run's mean step (``weigh_by_step``). The geometric predictor tries each kept ``out_a``
+     (up to two gaps) and keeps the one with the smallest predicted error;
   3. predict ``out_j + k * D`` while the error summed since the last computed call stays within the budget
      and the prediction is finite; else compute. When the guidance passes are separate calls, the first
      to reach a step decides for all of them, on the worst of their errors (as the two halves of a batched
@@ -334,7 +335,15 @@ class TaoCacheHook(ModelHook):
             errors.extend(rel * unit_error for rel in relative[rows])
         if not errors:
             return None
-        return max(errors), earlier, coefficients
+        return max(errors) * self._step_weight(plan), earlier, coefficients
+
+    def _step_weight(self, plan: _Plan) -> float:
+        """The length of step ``plan.step`` in the denoiser's timestep over the run's mean step (1 when off)."""
+        schedule = plan.state.schedule if plan.state is not None else None
+        if not self.config.weigh_by_step or not schedule or plan.step + 1 >= len(schedule) or len(schedule) < 2:
+            return 1.0
+        mean_step = abs(schedule[0] - schedule[-1]) / (len(schedule) - 1)
+        return abs(schedule[plan.step] - schedule[plan.step + 1]) / mean_step if mean_step > 0 else 1.0
 
     def _calibrated(self) -> bool:
         return any(
