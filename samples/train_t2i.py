@@ -84,7 +84,7 @@ def encode_dataset(vae, scenes, count, seed):
     return torch.cat(latents), captions
 
 
-def train_unet(components, latents, captions, args, ckpt, arch):
+def train_unet(components, latents, captions, args, ckpt):
     unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
     scheduler = components["scheduler"]
     unet.requires_grad_(True)
@@ -108,10 +108,8 @@ def train_unet(components, latents, captions, args, ckpt, arch):
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = net["unet"](xt, t, encoder_hidden_states=text, return_dict=False)[0]
-        if arch["prediction_type"] == "v_prediction":
-            target = a.sqrt() * noise - (1 - a).sqrt() * x0
-        else:
-            target = noise
+        velocity = scheduler.config.prediction_type == "v_prediction"
+        target = scheduler.get_velocity(x0, noise, t) if velocity else noise
         return torch.nn.functional.mse_loss(pred, target)
 
     done = train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema)
@@ -157,7 +155,7 @@ def main(argv=None):
     latents = latents * scaling
     print(f"latent scaling factor {scaling:.4f}")
 
-    steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints, arch)
+    steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints)
     if steps_done["unet"] < args.unet_steps:
         print(f"stopped early after {steps_done['unet']} of {args.unet_steps} steps: saving that model anyway")
 

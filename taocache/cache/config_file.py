@@ -94,9 +94,9 @@ def load_configs(path: str | Path) -> list:
             raise ValueError(f"{path}: cache {n} has type {kind!r}; supported: {sorted(types)}")
         if kind == "TaoCacheConfig":
             fields.setdefault("weigh_by_step", False)  # written before the field existed: tuned without it
-        if kind == "TaoCacheConfig" and isinstance(fields.get("calibration"), str):
-            calibration = Path(fields["calibration"])
-            fields["calibration"] = str(calibration if calibration.is_absolute() else path.parent / calibration)
+            if isinstance(fields.get("calibration"), str):
+                calibration = Path(fields["calibration"])
+                fields["calibration"] = str(calibration if calibration.is_absolute() else path.parent / calibration)
         if isinstance(fields.get("model_match"), dict):
             fields["model_match"] = ModelMatch(**fields["model_match"])
         try:

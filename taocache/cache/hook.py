@@ -340,7 +340,7 @@ class TaoCacheHook(ModelHook):
     def _step_weight(self, plan: _Plan) -> float:
         """The length of step ``plan.step`` in the denoiser's timestep over the run's mean step (1 when off)."""
         schedule = plan.state.schedule if plan.state is not None else None
-        if not self.config.weigh_by_step or not schedule or plan.step + 1 >= len(schedule) or len(schedule) < 2:
+        if not self.config.weigh_by_step or not schedule or plan.step + 1 >= len(schedule):
             return 1.0
         mean_step = abs(schedule[0] - schedule[-1]) / (len(schedule) - 1)
         return abs(schedule[plan.step] - schedule[plan.step + 1]) / mean_step if mean_step > 0 else 1.0
