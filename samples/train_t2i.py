@@ -40,8 +40,8 @@ ARCH = dict(
     # v-prediction, not epsilon: where the shape is placed is decided in the noisiest steps, before the noisy
     # sample gives the placement away. There an epsilon model must output ~x_t plus an x0 term about 1/100 of
     # its size, which this UNet cannot resolve: trained on epsilon, its placement ignored the position words
-    # (16% agreement on held-out captions, 12-16% with loss weightings that favour the noisy steps), while
-    # the v target carries x0 at full scale there (100%; samples/README.md).
+    # (16% agreement on held-out captions), while the v target carries x0 at full scale there (100%;
+    # eval/position_probe.py and samples/README.md).
     prediction_type="v_prediction",
 )
 
