@@ -21,6 +21,7 @@ from .artefacts import ArtefactCache, artefact_key, image_digest, model_identity
 from .config import EditConfig
 from .inputs import check_prompt
 from .inversion import Inversion, ddim_pivots, invert
+from .null_text import VERSION as NULL_TEXT_VERSION
 from .latents import decode_latent, encode_image, encode_text
 from .sampling import blend, inject_and_sample
 from .schedulers import editing_schedulers
@@ -155,7 +156,9 @@ class NonRigidEditor:
     def _inversion(self, digest, latent, source, source_embedding, config):
         settings = {"method": config.inversion, "steps": config.num_steps, "guidance": config.guidance_scale}
         if config.inversion == "null-text":
-            settings.update(inner=config.null_inner_steps, lr=config.null_lr, stop=config.null_early_stop)
+            settings.update(
+                inner=config.null_inner_steps, lr=config.null_lr, stop=config.null_early_stop, version=NULL_TEXT_VERSION
+            )
         key = artefact_key("inversion", image=digest, source=source, model=self.identity, **settings)
         stored = self.cache.load("inversion", key)
         if stored is not None:

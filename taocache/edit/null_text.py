@@ -18,6 +18,10 @@ from .latents import frozen_unet, guided_noise, unet_noise
 
 logger = logging.getLogger(__name__)
 
+#: Part of the artefact cache's key: bumped when the optimisation changes, so that embeddings found by an
+#: earlier version are not reused (version 1 stored the last step's embedding for every step).
+VERSION = 2
+
 
 def optimize_null_embeddings(
     pipe,
@@ -67,7 +71,7 @@ def optimize_null_embeddings(
                 loss_value = loss.item()
                 if loss_value < threshold:
                     break
-            null = null.detach()
+            null = null.detach().clone()  # a copy: the next step's optimiser updates its tensor in place
             found.append(null[0])
             with torch.no_grad():
                 guided = guided_noise(pipe, latent, t, null, condition, guidance_scale)
