@@ -19,6 +19,10 @@ def test_caption_agreement_counts_per_attribute():
     assert result["rates"]["background"] >= 0.75
     assert len(result["samples"]) == 4 and all(result["samples"][1].values())
     assert min(result["rates"].values()) < 1.0
+    wrong, asked = result["samples"][0]["read"], held[0]  # what was read is kept, to see what a miss drew
+    assert (wrong["colour"], wrong["shape"], wrong["position"]) == (held[10].colour, held[10].shape,
+                                                                   held[10].position)
+    assert (wrong["colour"], wrong["shape"], wrong["position"]) != (asked.colour, asked.shape, asked.position)
 
 
 def test_evaluate_model_on_tiny_random_pipelines():

@@ -5,6 +5,7 @@ Used to hold the embedded models to their quality bar on caption combinations ne
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -32,12 +33,14 @@ def generate(pipe, recipe, captions: list[str], seeds: list[int], batch: int = 1
 
 def caption_agreement(scenes: list[Scene], pixels: np.ndarray) -> dict:
     """Per attribute, the fraction of samples whose reading matches their caption, plus every reading."""
-    rows = []
+    rows, readings = [], []
     for scene, sample in zip(scenes, pixels):
         reading = read_video(sample) if scene.is_video else read_image(sample)
         rows.append(agreement(scene, reading))
+        readings.append(dataclasses.asdict(reading))
     rates = {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
-    return {"rates": rates, "samples": [{"caption": s.caption, **r} for s, r in zip(scenes, rows)]}
+    samples = [{"caption": s.caption, **r, "read": read} for s, r, read in zip(scenes, rows, readings)]
+    return {"rates": rates, "samples": samples}
 
 
 @torch.no_grad()
