@@ -21,8 +21,8 @@ from .artefacts import ArtefactCache, artefact_key, image_digest, model_identity
 from .config import EditConfig
 from .inputs import check_prompt
 from .inversion import Inversion, ddim_pivots, invert
-from .null_text import VERSION as NULL_TEXT_VERSION
 from .latents import decode_latent, encode_image, encode_text
+from .null_text import VERSION as NULL_TEXT_VERSION
 from .sampling import blend, inject_and_sample
 from .schedulers import editing_schedulers
 from .text_optimization import optimize_text_embedding
