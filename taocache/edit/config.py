@@ -94,8 +94,8 @@ def _check_positive(name, value):
 #: tiny-t2i: null-text inversion with the published step (1e-2, 10 inner steps) and with 5e-2 and 30 inner
 #: steps reconstruct alike (34.97 and 35.25 dB on 6 training images); the larger step reaches its early stop
 #: sooner, so it takes 12 s an image instead of 34 s. Injecting the edited text after 10 steps rather than 20
-#: lets the shape move: on 12 training edits S=20 moved 67-75% of them, S=10 all; at S=10 alpha 0 and the
-#: published 0.25 kept the most identities (75%, both baselines 67%; docs/editing.md).
+#: lets the shape move: on 12 training edits S=20 moved 67-75% of them, S=10 all up to alpha 0.75; at S=10
+#: alpha 0 and the published 0.25 kept the most identities (75%, both baselines 67%; docs/editing.md).
 MODEL_DEFAULTS: dict[str, dict] = {
     "tiny-t2i": {"null_lr": 5e-2, "null_inner_steps": 30, "steps_source": 10},
 }
