@@ -53,6 +53,12 @@ def damped_pipeline(prediction_type="epsilon", factor=0.1):
     return pipe
 
 
+def sd_ddim_scheduler(prediction_type="epsilon"):
+    """DDIM on Stable Diffusion's noise schedule."""
+    return DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                         set_alpha_to_one=False, prediction_type=prediction_type)
+
+
 # ------------------------------------------------------------------------------------------------ settings
 
 def test_config_rejects_out_of_range_values_naming_the_field():
@@ -73,9 +79,7 @@ def test_config_rejects_out_of_range_values_naming_the_field():
 def test_inverse_step_undoes_the_sampler_step_when_the_noise_is_constant(prediction_type):
     """The DDIM inversion assumption: with a model whose noise prediction does not change, inversion is exact
     for both prediction types (v must be read at the level the model was asked about)."""
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                              set_alpha_to_one=False, prediction_type=prediction_type)
-    sampler, inverter = editing_schedulers(SimpleNamespace(scheduler=scheduler), 10)
+    sampler, inverter = editing_schedulers(SimpleNamespace(scheduler=sd_ddim_scheduler(prediction_type)), 10)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def model(x, t):  # a model that always predicts ``noise``, in its own parametrisation
@@ -160,13 +164,16 @@ class TextControlledDenoiser(torch.nn.Module):
         return (self.scale * sample + encoder_hidden_states.reshape(sample.shape),)
 
 
+def text_controlled_setup(prediction_type="epsilon"):
+    """A pipeline around :class:`TextControlledDenoiser`, an input latent and a source embedding (seeded)."""
+    pipe = SimpleNamespace(unet=TextControlledDenoiser(), scheduler=sd_ddim_scheduler(prediction_type))
+    generator = torch.Generator().manual_seed(0)
+    return pipe, torch.randn(1, 4, 4, 4, generator=generator), torch.randn(1, 4, 16, generator=generator)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_null_text_inversion_retraces_the_inversion_at_full_guidance(prediction_type):
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                              set_alpha_to_one=False, prediction_type=prediction_type)
-    pipe = SimpleNamespace(unet=TextControlledDenoiser(), scheduler=scheduler)
-    generator = torch.Generator().manual_seed(0)
-    latent, source = torch.randn(1, 4, 4, 4, generator=generator), torch.randn(1, 4, 16, generator=generator)
+    pipe, latent, source = text_controlled_setup(prediction_type)
     sampler, inverter = editing_schedulers(pipe, 5)
     errors = {}
     for method in ("ddim", "null-text"):
@@ -179,11 +186,7 @@ def test_null_text_inversion_retraces_the_inversion_at_full_guidance(prediction_
 
 def test_null_text_inversion_keeps_one_embedding_per_step():
     """Each step's embedding is the one optimised for that step (later steps must not overwrite it)."""
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                              set_alpha_to_one=False)
-    pipe = SimpleNamespace(unet=TextControlledDenoiser(), scheduler=scheduler)
-    generator = torch.Generator().manual_seed(0)
-    latent, source = torch.randn(1, 4, 4, 4, generator=generator), torch.randn(1, 4, 16, generator=generator)
+    pipe, latent, source = text_controlled_setup()
     start = torch.zeros(1, 4, 16)
     sampler, inverter = editing_schedulers(pipe, 4)
     pivots = ddim_pivots(pipe, inverter, latent, source)

@@ -156,8 +156,12 @@ class NonRigidEditor:
     def _inversion(self, digest, latent, source, source_embedding, config):
         settings = {"method": config.inversion, "steps": config.num_steps, "guidance": config.guidance_scale}
         if config.inversion == "null-text":
-            settings.update(inner=config.null_inner_steps, lr=config.null_lr, stop=config.null_early_stop)
-            settings.update(version=NULL_TEXT_VERSION)
+            settings.update(
+                inner=config.null_inner_steps,
+                lr=config.null_lr,
+                stop=config.null_early_stop,
+                version=NULL_TEXT_VERSION,
+            )
         key = artefact_key("inversion", image=digest, source=source, model=self.identity, **settings)
         stored = self.cache.load("inversion", key)
         if stored is not None:
