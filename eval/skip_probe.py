@@ -4,10 +4,11 @@
     python eval/skip_probe.py --steps 20 --single 5,7,9,11,13,15,17 --prompts 6 --seeds 0   # one step at a time
 
 TaoCache normally decides which calls to predict; here the steps are fixed, so that the predictors (reuse, the
-calibrated coefficient, first-order extrapolation) are compared on the same skips. The hook is calibrated on
-the benchmark's calibration captions (4 training captions) at the same step count, and run with an unbounded
-error budget and one prediction in a row, then limited to the given steps. Prints the mean PSNR of the video
-against the full run over the first ``--prompts`` held-out captions and the ``--seeds``.
+calibrated coefficient, first-order extrapolation) are compared on the same skips. The hook is calibrated as
+the benchmark calibrates it (4 training captions, 50 steps, the default horizon; ``--calibration-steps`` and
+``--horizon`` change them), run with an unbounded error budget and one prediction in a row, and limited to
+the given steps. Prints the mean PSNR of the video against the full run over the first ``--prompts``
+held-out captions and the ``--seeds``.
 """
 
 from __future__ import annotations
@@ -55,19 +56,26 @@ def main(argv=None) -> int:
     what.add_argument("--single", type=_steps, help="steps to predict one at a time")
     parser.add_argument("--prompts", type=int, default=8, help="first N held-out captions (default 8)")
     parser.add_argument("--seeds", type=_steps, default=[0, 1], help="comma-separated (default 0,1)")
+    parser.add_argument("--calibration-steps", type=int, default=None,
+                        help="steps of the calibration runs (default: the larger of --steps and 50)")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="longest run of predicted steps calibrated; gaps up to horizon + 1 (default: 3)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     import taocache
     from taocache.bench.sweep import world_calibration_prompts, world_prompts
+    from taocache.cache.calibration import DEFAULT_HORIZON, MIN_CALIBRATION_STEPS
     from taocache.metrics import psnr
     from taocache.recipes import load_pipeline
 
     pipe, recipe = load_pipeline(args.model)
     call = recipe.call_kwargs(num_inference_steps=args.steps)
-    calibration = taocache.calibrate(pipe, world_calibration_prompts("video"), call_kwargs=call, seed=1000,
-                                     horizon=2, save=False, progress=False)
+    calibration_steps = args.calibration_steps or max(args.steps, MIN_CALIBRATION_STEPS)
+    calibration = taocache.calibrate(pipe, world_calibration_prompts("video"),
+                                     call_kwargs={**call, "num_inference_steps": calibration_steps}, seed=1000,
+                                     horizon=args.horizon or DEFAULT_HORIZON, save=False, progress=False)
 
     def video(prompt, seed):
         return pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **call).frames[0]
@@ -75,7 +83,8 @@ def main(argv=None) -> int:
     runs = [(p, s) for p in world_prompts("video")[: args.prompts] for s in args.seeds]
     references = [video(p, s) for p, s in runs]
     patterns = [args.predict] if args.predict else [[step] for step in args.single]
-    print(f"{args.model}, {args.steps} steps, {len(runs)} videos: mean PSNR (dB) against the full run")
+    print(f"{args.model}, {args.steps} steps (calibrated on {calibration_steps}), {len(runs)} videos: "
+          "mean PSNR (dB) against the full run")
     print("predicted steps".ljust(28) + "".join(p.rjust(11) for p in PREDICTORS))
     for pattern in patterns:
         row = []

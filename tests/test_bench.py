@@ -135,6 +135,8 @@ def test_taocache_runs_through_its_adapter(bench_run):
     assert record["status"] == "ok", record.get("error")
     assert record["method_stats"]["calls"] == record["calls"]["made"]
     assert "self_report_differs_from_probe" not in record["flags"]
+    assert record["calibration"]["steps"] == 50  # a 6-step benchmark calibrates on 50 steps, resampled
+    assert record["method_stats"]["predicted"] > 0
 
 
 def test_teacache_and_the_stacked_methods_save_work_the_probe_sees(bench_run):
@@ -151,6 +153,19 @@ def test_teacache_and_the_stacked_methods_save_work_the_probe_sees(bench_run):
         assert record["calls"]["computed"] < alone  # the inner cache saves work in the calls TaoCache computes
         assert math.isfinite(record["metrics"]["psnr"])
         assert set(record["method_stats"]) == {record["method"].split("+")[1], "taocache"}
+
+
+def test_taocache_calibration_steps_is_a_setting_of_its_own(pipe):
+    from taocache.bench.methods.base import BenchContext
+
+    method = make_method("taocache", {"calibration_steps": 8, "error_budget": 0.5})
+    assert method.identity() != make_method("taocache", {"error_budget": 0.5}).identity()
+    context = BenchContext(pipe=pipe, call=CALL, calibration_prompts=world_calibration_prompts(count=1),
+                           calibration_seed=0, run=None, shared={})
+    assert method.prepare(context)["steps"] == 8
+    assert method.config.calibration.steps == 8
+    with pytest.raises(ValueError, match="calibration_steps"):
+        make_method("taocache", {"calibration_steps": 1})
 
 
 def test_stacked_methods_refuse_unknown_parts_and_bad_settings():

@@ -219,6 +219,39 @@ def test_other_step_count_is_resampled_and_logged(caplog):
     assert full.shape[0] == STEPS
 
 
+def _hook(module):
+    return module._diffusers_hook.get_hook("taocache")
+
+
+def _recorded_calibration(steps):
+    toy = enable(Toy(curvature=1.0))
+    denoise(toy, steps=steps)
+    denoise(toy, steps=steps)  # ends the recording call
+    return _hook(toy).calibrations[0]
+
+
+def test_a_calibration_of_at_least_fifty_steps_is_preferred_for_shorter_runs(caplog):
+    coarse, fine, finer = (_recorded_calibration(n) for n in (12, 60, 80))
+    assert (coarse.steps, fine.steps, finer.steps) == (12, 60, 80)
+    runs = {}
+    for name, calibrations, steps in [
+        ("short", [coarse, finer, fine], 12),  # the finest nearby wins over the exact coarse one
+        ("exact", [finer, coarse, fine], 60),
+        ("only coarse", [coarse], 16),
+    ]:
+        toy = enable(Toy(curvature=1.0), calibration=None, auto_calibrate=False)
+        _hook(toy).calibrations = list(calibrations)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="taocache"):
+            denoise(toy, steps=steps)  # learns the schedule of a bare module
+            denoise(toy, steps=steps)
+        assert taocache.stats(toy).predicted > 0
+        runs[name] = caplog.text
+    assert "calibration for 60 steps resampled to 12 steps" in runs["short"]
+    assert "resampled" not in runs["exact"]
+    assert "calibration for 12 steps resampled to 16 steps" in runs["only coarse"]
+
+
 def test_repeated_timestep_without_context_is_computed():
     toy = enable(Toy(), error_budget=1e3, start_fraction=0.0)
     x = torch.zeros(1, 4, 6)

@@ -73,14 +73,20 @@ def test_stacked_cost_counts_teacache_skips(loose):
 
 
 def test_strict_target_keeps_the_cautious_candidate_or_none(wan, monkeypatch):
-    _small_grid(monkeypatch)
+    _small_grid(monkeypatch, budgets=(1e-9, 50.0))
     cautious = tune(wan, SEARCH[:1], [], target_psnr=400.0, call_kwargs=CALL, progress=False, stack=False)
-    assert cautious.chosen.configs[0].error_budget == 0.05 and cautious.chosen.cost == 1.0
+    assert cautious.chosen.configs[0].error_budget == 1e-9 and cautious.chosen.cost == 1.0
     _small_grid(monkeypatch, budgets=(50.0,))
     result = tune(wan, SEARCH[:1], CHECK, target_psnr=400.0, call_kwargs=CALL, progress=False, stack=False)
     assert result.chosen is None and result.check == []
     with pytest.raises(ValueError, match="no configuration met"):
         result.configs
+
+
+def test_default_grid_tries_both_predictors_and_calibrates_on_fifty_steps(loose):
+    names = [c.name for c in tune_module.default_candidates(None, None, stack=False)]
+    assert any("predictor=reuse" in n for n in names) and any("predictor=geometric" in n for n in names)
+    assert loose.chosen.configs[-1].calibration.steps == 50  # for the 8-step call, resampled
 
 
 def test_saved_configuration_reproduces_the_chosen_run(wan, loose, tmp_path):

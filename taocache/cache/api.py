@@ -12,6 +12,7 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from .calibration import (
     DEFAULT_HORIZON,
+    MIN_CALIBRATION_STEPS,
     Calibration,
     CalibrationRecorder,
     default_directory,
@@ -209,8 +210,9 @@ def calibrate(
 ) -> Calibration:
     """Run ``pipe`` in full on ``prompts`` and measure the delta statistics TaoCache predicts with.
 
-    ``call_kwargs`` are the pipeline call's arguments (use the same steps, size and guidance as later runs;
-    the calibration is keyed by the step count). Prompt ``n`` uses a CPU generator seeded ``seed + n``.
+    ``call_kwargs`` are the pipeline call's arguments (use the same size and guidance as later runs; the
+    calibration is keyed by the step count, and runs of other step counts use it resampled: calibrate on at
+    least ``MIN_CALIBRATION_STEPS`` (50) steps, also for shorter runs, see docs/algorithm.md section 6.1). Prompt ``n`` uses a CPU generator seeded ``seed + n``.
     The result is written to ``path`` (default: the calibration folder, under its key's file name) unless
     ``save`` is False, and is used at once by TaoCache hooks already enabled on ``pipe``.
     """
@@ -268,6 +270,14 @@ def calibrate(
     if not entries:
         raise ValueError(
             f"the denoiser was called too few times to calibrate ({steps} steps); use more steps"
+        )
+    if steps < MIN_CALIBRATION_STEPS:
+        logger.info(
+            "TaoCache calibration on %d steps: shorter runs than %d steps are best served by a calibration on "
+            "%d steps, which TaoCache resamples (docs/algorithm.md, section 6.1)",
+            steps,
+            MIN_CALIBRATION_STEPS,
+            MIN_CALIBRATION_STEPS,
         )
     samples = max(r.samples for r in recorders.values())
     calibration = Calibration(scheduler, steps, timesteps, horizon, samples, entries)

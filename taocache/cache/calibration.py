@@ -11,7 +11,8 @@ spread across the calibration samples of
 The statistics are kept for every gap and horizon the skip rule can meet (``m <= horizon``,
 ``g <= horizon + 1``), so they describe the deltas the predictor actually extrapolates, not only one-step ones.
 A calibration is keyed by the denoiser's class and a fingerprint of its config, the scheduler's class and the
-number of steps; used with another number of steps it is resampled (see :meth:`CalibratedDenoiser.stats`).
+number of steps; used with another number of steps it is resampled (see :meth:`CalibratedDenoiser.stats`),
+which is also how runs shorter than :data:`MIN_CALIBRATION_STEPS` are best served.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ logger = logging.getLogger(__name__)
 FORMAT = "taocache-calibration"
 VERSION = 1
 DEFAULT_HORIZON = 3
+#: Calibrations are best measured on runs of at least this many steps and resampled for shorter runs. On a
+#: coarse schedule the solver's step-to-step oscillation dominates the deltas (at 20 steps most one-step
+#: cosines of the embedded video model are negative), and statistics of that oscillation mislead a run whose
+#: skipped steps leave it; the 50-step calibration resampled to 20 steps predicted better there
+#: (docs/algorithm.md, section 6.1).
+MIN_CALIBRATION_STEPS = 50
 _FIELDS = ("cos_mean", "cos_std", "ratio_mean", "ratio_std", "gain_mean", "gain_std")
 _TINY = 1e-12
 

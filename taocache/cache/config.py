@@ -25,7 +25,8 @@ class TaoCacheConfig:
             the last two computed outputs linearly in the denoiser's timestep (first-order extrapolation);
             ``"reuse"`` returns ``out_j`` unchanged. Every predictor decides with the same calibrated error
             estimate (for its own coefficient); only the prediction differs. The default is the measured best
-            on the embedded video model (docs/algorithm.md, section 6).
+            on the embedded video model at one prediction in a row; with two in a row on a 20-step schedule,
+            ``"reuse"`` measured better (docs/algorithm.md, section 6).
         start_fraction: Fraction of the steps, in [0, 1], that always run in full before the first skip
             (``start step = ceil(start_fraction * steps)``). The paper aims at the late steps.
         error_budget: Budget, > 0, for the predicted relative error (L2 norm of the expected prediction error
@@ -40,7 +41,8 @@ class TaoCacheConfig:
             shifted flow schedule the late steps are several times longer than the early ones. Uniform
             schedules (DDIM's) give every step weight 1. On by default (measured, docs/algorithm.md section 6).
         calibration: A :class:`~taocache.cache.calibration.Calibration`, a path to its JSON file, or None to
-            look one up in ``calibration_dir`` and the package's shipped calibrations.
+            look one up in ``calibration_dir`` and the package's shipped calibrations (preferring one measured
+            on at least 50 steps, resampled for shorter runs).
         calibration_dir: Folder holding calibration files; None means ``$TAOCACHE_CALIBRATION_DIR`` or
             ``~/.cache/taocache/calibration``.
         auto_calibrate: When no calibration is found, run the first call in full, record a calibration from

@@ -38,6 +38,7 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from .calibration import (
     DEFAULT_HORIZON,
+    MIN_CALIBRATION_STEPS,
     CalibratedDenoiser,
     Calibration,
     CalibrationRecorder,
@@ -351,7 +352,11 @@ class TaoCacheHook(ModelHook):
         )
 
     def _calibration_for(self, num_steps: int) -> CalibratedDenoiser | None:
-        """The calibration to use for a run of ``num_steps`` steps (exact step count preferred)."""
+        """The calibration to use for a run of ``num_steps`` steps.
+
+        Preferred: one measured on at least ``max(num_steps, MIN_CALIBRATION_STEPS)`` steps, the nearest such
+        (so the exact step count from 50 steps on); else the nearest step count; then the most samples.
+        """
         if num_steps in self._resolved:
             return self._resolved[num_steps]
         matches = []
@@ -359,7 +364,14 @@ class TaoCacheHook(ModelHook):
             entry = calibration.entry_for(self.component, self.denoiser_name, self.fingerprint)
             if entry is not None:
                 matches.append(CalibratedDenoiser(calibration, entry))
-        matches.sort(key=lambda c: (abs(c.calibration.steps - num_steps), -c.calibration.samples))
+        fine = max(num_steps, MIN_CALIBRATION_STEPS)
+        matches.sort(
+            key=lambda c: (
+                c.calibration.steps < fine,
+                abs(c.calibration.steps - num_steps),
+                -c.calibration.samples,
+            )
+        )
         chosen = matches[0] if matches else None
         if chosen is not None and chosen.calibration.steps != num_steps:
             logger.info(

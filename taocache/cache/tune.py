@@ -25,12 +25,15 @@ import numpy as np
 import torch
 
 from ..metrics import psnr, ssim
+from .calibration import DEFAULT_HORIZON, MIN_CALIBRATION_STEPS
 from .config import TaoCacheConfig
 
 logger = logging.getLogger(__name__)
 
-#: TaoCache settings searched by default: from cautious to fast.
+#: TaoCache settings searched by default: from cautious to fast. Both predictors: the calibrated coefficient
+#: leads at one prediction in a row, reuse can at two on short schedules (docs/algorithm.md, section 6.1).
 TAOCACHE_GRID = {
+    "predictor": ("geometric", "reuse"),
     "error_budget": (0.05, 0.1, 0.2, 0.4, 0.8),
     "max_consecutive": (1, 2, 3),
     "start_fraction": (0.2, 0.3),
@@ -168,9 +171,10 @@ def default_candidates(pipe, calibration, stack: bool = True) -> list[Candidate]
     """TaoCache over :data:`TAOCACHE_GRID`, and stacked on TeaCache where the model has coefficients."""
     base = TaoCacheConfig(calibration=calibration, auto_calibrate=False)
     out = []
-    for budget, consecutive, start in itertools.product(*TAOCACHE_GRID.values()):
-        config = replace(base, error_budget=budget, max_consecutive=consecutive, start_fraction=start)
-        out.append(Candidate(f"taocache budget={budget} consecutive={consecutive} start={start}", [config]))
+    for values in itertools.product(*TAOCACHE_GRID.values()):
+        fields = dict(zip(TAOCACHE_GRID, values))
+        name = "taocache " + " ".join(f"{key}={value}" for key, value in fields.items())
+        out.append(Candidate(name, [replace(base, **fields)]))
     teacache = _teacache_base(pipe) if stack else None
     if teacache is not None:
         for thresh, (budget, consecutive, start) in itertools.product(
@@ -245,9 +249,11 @@ def tune(
         generator = torch.Generator("cpu").manual_seed(seed + n)
         return _frames(pipe(prompt, generator=generator, output_type="np", **call))
 
+    steps = call.get("num_inference_steps")
     calibration = calibrate(
-        pipe, list(search_prompts), call_kwargs=call, seed=seed, save=False, progress=progress,
-        horizon=max(TAOCACHE_GRID["max_consecutive"]),
+        pipe, list(search_prompts), seed=seed, save=False, progress=progress,
+        call_kwargs={**call, "num_inference_steps": max(steps, MIN_CALIBRATION_STEPS)} if steps else call,
+        horizon=max(DEFAULT_HORIZON, *TAOCACHE_GRID["max_consecutive"]),
     )
     references = [run(p, n) for n, p in enumerate(search_prompts)]
     tried = candidates if candidates is not None else default_candidates(pipe, calibration, stack)

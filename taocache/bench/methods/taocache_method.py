@@ -3,7 +3,10 @@
 The settings of a sweep entry are passed as they are to ``TaoCacheConfig``, so every field the config has
 can be swept without touching this adapter. Unless a setting names its own ``calibration``, the adapter
 calibrates once per benchmark on the calibration prompts (never on the evaluated ones) and hands that
-calibration to every setting, with ``auto_calibrate`` off so that no measured call calibrates itself.
+calibration to every setting, with ``auto_calibrate`` off so that no measured call calibrates itself. The
+calibration runs take the benchmark's call with at least ``MIN_CALIBRATION_STEPS`` steps, as a user should
+calibrate: a 20-step benchmark uses a 50-step calibration, resampled. The one setting that is not a config
+field, ``calibration_steps``, calibrates on that many steps instead (to measure what the step count does).
 """
 
 from __future__ import annotations
@@ -41,24 +44,34 @@ class TaoCache(Method):
         self.given = dict(settings)
         self.series = self.name
         self.config = None
+        self.calibration_steps = settings.pop("calibration_steps", None)
+        if self.calibration_steps is not None and (
+            not isinstance(self.calibration_steps, int)
+            or isinstance(self.calibration_steps, bool)
+            or self.calibration_steps < 2
+        ):
+            raise ValueError(
+                f"method 'taocache': calibration_steps={self.calibration_steps!r} must be an integer >= 2"
+            )
+        self.fields = settings  # the TaoCacheConfig fields
         try:
             taocache = _api()
         except Unsupported:
             return
         try:
-            self.config = taocache.TaoCacheConfig(**self.settings)
+            self.config = taocache.TaoCacheConfig(**self.fields)
         except TypeError as err:
             raise ValueError(f"method 'taocache': {err} (settings are TaoCacheConfig fields)") from err
 
     def prepare(self, bench: BenchContext) -> dict:
         taocache = _api()
         if self.config is None:
-            self.config = taocache.TaoCacheConfig(**self.settings)
+            self.config = taocache.TaoCacheConfig(**self.fields)
         if "calibration" in self.settings:
             return {"source": str(self.settings["calibration"])}
-        from taocache.cache.calibration import DEFAULT_HORIZON
+        from taocache.cache.calibration import DEFAULT_HORIZON, MIN_CALIBRATION_STEPS
 
-        steps = int(bench.call["num_inference_steps"])
+        steps = self.calibration_steps or max(int(bench.call["num_inference_steps"]), MIN_CALIBRATION_STEPS)
         horizon = max(DEFAULT_HORIZON, self.config.max_consecutive)
         key = (
             "taocache-calibration",
@@ -71,7 +84,7 @@ class TaoCache(Method):
             bench.shared[key] = taocache.calibrate(
                 bench.pipe,
                 list(bench.calibration_prompts),
-                call_kwargs=dict(bench.call),
+                call_kwargs={**bench.call, "num_inference_steps": steps},
                 seed=bench.calibration_seed,
                 horizon=horizon,
                 save=False,
@@ -88,7 +101,7 @@ class TaoCache(Method):
     def enable(self, pipe, call):
         taocache = _api()
         if self.config is None:
-            self.config = taocache.TaoCacheConfig(**self.settings)
+            self.config = taocache.TaoCacheConfig(**self.fields)
         taocache.enable(pipe, self.config)
 
     def disable(self, pipe):
