@@ -273,8 +273,8 @@ def calibrate(
         )
     if steps < MIN_CALIBRATION_STEPS:
         logger.info(
-            "TaoCache calibration on %d steps: shorter runs than %d steps are best served by a calibration on "
-            "%d steps, which TaoCache resamples (docs/algorithm.md, section 6.1)",
+            "TaoCache calibration on %d steps: runs of fewer than %d steps predict better from a calibration "
+            "on %d steps, which TaoCache resamples for them (docs/algorithm.md, section 6.1)",
             steps,
             MIN_CALIBRATION_STEPS,
             MIN_CALIBRATION_STEPS,
