@@ -66,13 +66,13 @@ def main(argv=None) -> int:
 
     import taocache
     from taocache.bench.sweep import world_calibration_prompts, world_prompts
-    from taocache.cache.calibration import DEFAULT_HORIZON, MIN_CALIBRATION_STEPS
+    from taocache.cache.calibration import DEFAULT_HORIZON, calibration_steps_for
     from taocache.metrics import psnr
     from taocache.recipes import load_pipeline
 
     pipe, recipe = load_pipeline(args.model)
     call = recipe.call_kwargs(num_inference_steps=args.steps)
-    calibration_steps = args.calibration_steps or max(args.steps, MIN_CALIBRATION_STEPS)
+    calibration_steps = args.calibration_steps or calibration_steps_for(args.steps)
     calibration = taocache.calibrate(pipe, world_calibration_prompts("video"),
                                      call_kwargs={**call, "num_inference_steps": calibration_steps}, seed=1000,
                                      horizon=args.horizon or DEFAULT_HORIZON, save=False, progress=False)

@@ -212,7 +212,8 @@ def calibrate(
 
     ``call_kwargs`` are the pipeline call's arguments (use the same size and guidance as later runs; the
     calibration is keyed by the step count, and runs of other step counts use it resampled: calibrate on at
-    least ``MIN_CALIBRATION_STEPS`` (50) steps, also for shorter runs, see docs/algorithm.md section 6.1). Prompt ``n`` uses a CPU generator seeded ``seed + n``.
+    least ``MIN_CALIBRATION_STEPS`` (50) steps, also for shorter runs, see docs/algorithm.md section 6.1).
+    Prompt ``n`` uses a CPU generator seeded ``seed + n``.
     The result is written to ``path`` (default: the calibration folder, under its key's file name) unless
     ``save`` is False, and is used at once by TaoCache hooks already enabled on ``pipe``.
     """

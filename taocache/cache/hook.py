@@ -38,10 +38,10 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from .calibration import (
     DEFAULT_HORIZON,
-    MIN_CALIBRATION_STEPS,
     CalibratedDenoiser,
     Calibration,
     CalibrationRecorder,
+    calibration_steps_for,
     fingerprint,
     first_order_coefficient,
 )
@@ -354,7 +354,7 @@ class TaoCacheHook(ModelHook):
     def _calibration_for(self, num_steps: int) -> CalibratedDenoiser | None:
         """The calibration to use for a run of ``num_steps`` steps.
 
-        Preferred: one measured on at least ``max(num_steps, MIN_CALIBRATION_STEPS)`` steps, the nearest such
+        Preferred: one measured on at least ``calibration_steps_for(num_steps)`` steps, the nearest such
         (so the exact step count from 50 steps on); else the nearest step count; then the most samples.
         """
         if num_steps in self._resolved:
@@ -364,7 +364,7 @@ class TaoCacheHook(ModelHook):
             entry = calibration.entry_for(self.component, self.denoiser_name, self.fingerprint)
             if entry is not None:
                 matches.append(CalibratedDenoiser(calibration, entry))
-        fine = max(num_steps, MIN_CALIBRATION_STEPS)
+        fine = calibration_steps_for(num_steps)
         matches.sort(
             key=lambda c: (
                 c.calibration.steps < fine,

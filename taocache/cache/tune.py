@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..metrics import psnr, ssim
-from .calibration import DEFAULT_HORIZON, MIN_CALIBRATION_STEPS
+from .calibration import DEFAULT_HORIZON, calibration_steps_for
 from .config import TaoCacheConfig
 
 logger = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def tune(
     steps = call.get("num_inference_steps")
     calibration = calibrate(
         pipe, list(search_prompts), seed=seed, save=False, progress=progress,
-        call_kwargs={**call, "num_inference_steps": max(steps, MIN_CALIBRATION_STEPS)} if steps else call,
+        call_kwargs={**call, "num_inference_steps": calibration_steps_for(steps)} if steps else call,
         horizon=max(DEFAULT_HORIZON, *TAOCACHE_GRID["max_consecutive"]),
     )
     references = [run(p, n) for n, p in enumerate(search_prompts)]

@@ -69,9 +69,9 @@ class TaoCache(Method):
             self.config = taocache.TaoCacheConfig(**self.fields)
         if "calibration" in self.settings:
             return {"source": str(self.settings["calibration"])}
-        from taocache.cache.calibration import DEFAULT_HORIZON, MIN_CALIBRATION_STEPS
+        from taocache.cache.calibration import DEFAULT_HORIZON, calibration_steps_for
 
-        steps = self.calibration_steps or max(int(bench.call["num_inference_steps"]), MIN_CALIBRATION_STEPS)
+        steps = self.calibration_steps or calibration_steps_for(bench.call["num_inference_steps"])
         horizon = max(DEFAULT_HORIZON, self.config.max_consecutive)
         key = (
             "taocache-calibration",
