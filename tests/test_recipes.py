@@ -66,3 +66,14 @@ def test_load_pipeline_from_a_local_folder_with_a_recipe_file(tmp_path):
     assert out.frames.shape == (1, 5, 32, 32, 3)
     pipe2, recipe2 = load_pipeline(str(folder))
     assert recipe2.name == "tiny-wan" and recipe2.kind == "video"
+
+
+def test_editing_samples_each_image_model_at_its_recipe_guidance():
+    """Edits are sampled at the guidance the model draws with (tiny-t2i's squares bend at 7.5)."""
+    from taocache.edit.config import MODEL_DEFAULTS, EditConfig, default_config
+
+    for name in ("tiny-t2i", "sd-1.4", "sd-1.5"):
+        recipe = find_recipe(name, "image")
+        assert default_config(name).guidance_scale == recipe.call["guidance_scale"], name
+    assert set(MODEL_DEFAULTS) <= {r.name for r in list_recipes()}
+    assert default_config("unknown-model") == EditConfig()

@@ -47,3 +47,16 @@ def test_world_eval_cli_refuses_to_overwrite_and_checks_input(tmp_path, capsys):
     tiny_wan_pipeline().save_pretrained(folder)
     assert main(["world-eval", "--model", str(folder), "--captions", "1", "--output", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and json.loads(out.read_text()) == {}
+
+
+def test_the_train_split_scores_training_captions_only():
+    image = Recipe(name="i", model="-", pipeline="StableDiffusionPipeline", kind="image",
+                   call={"height": 64, "width": 64, "num_inference_steps": 1})
+    pipe = tiny_sd_pipeline()
+    train, held = split(video=False)
+    result = evaluate_model(pipe, image, num_captions=3, split_name="train")
+    captions = [s["caption"] for s in result["samples"]]
+    assert result["settings"]["split"] == "train" and len(captions) == 3
+    assert set(captions) <= {s.caption for s in train} and not set(captions) & {s.caption for s in held}
+    assert captions == [s["caption"] for s in evaluate_model(pipe, image, 3, "train")["samples"]]  # a fixed draw
+    assert evaluate_model(pipe, image, 1)["settings"]["split"] == "held-out"

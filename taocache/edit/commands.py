@@ -94,11 +94,13 @@ def _setting_arguments(parser) -> None:
     )
     parser.add_argument("--inversion", choices=INVERSIONS, help=f"inversion method ({published.inversion})")
     parser.add_argument("--num-steps", type=int, help=f"DDIM steps ({published.num_steps})")
-    parser.add_argument("--guidance-scale", type=float, help=f"guidance scale ({published.guidance_scale})")
+    parser.add_argument(
+        "--guidance-scale", type=float, help=f"guidance scale ({note}: {published.guidance_scale})"
+    )
     parser.add_argument("--text-steps", type=int, help=f"text optimisation steps ({note}: {published.text_steps})")
     parser.add_argument("--text-lr", type=float, help=f"text optimisation learning rate ({published.text_lr})")
     parser.add_argument(
-        "--null-inner-steps", type=int, help=f"null-text steps per step ({published.null_inner_steps})"
+        "--null-inner-steps", type=int, help=f"null-text steps per step ({note}: {published.null_inner_steps})"
     )
     parser.add_argument("--null-lr", type=float, help=f"null-text base learning rate ({note}: {published.null_lr})")
     parser.add_argument("--edit-seed", type=int, help=f"seed of text optimisation ({published.seed})")

@@ -93,11 +93,12 @@ def _check_positive(name, value):
 #: Settings measured on a model's own training scenes, by recipe name, where the published ones fall short.
 #: tiny-t2i: null-text inversion with the published step (1e-2, 10 inner steps) and with 5e-2 and 30 inner
 #: steps reconstruct alike (34.97 and 35.25 dB on 6 training images); the larger step reaches its early stop
-#: sooner, so it takes 12 s an image instead of 34 s. Injecting the edited text after 10 steps rather than 20
-#: lets the shape move: on 12 training edits S=20 moved 67-75% of them, S=10 all up to alpha 0.75; at S=10
-#: alpha 0 and the published 0.25 kept the most identities (75%, both baselines 67%; docs/editing.md).
+#: sooner, so it takes 12 s an image instead of 34 s. Guidance 7.5 bends this model's squares into
+#: four-pointed stars that read as circles; at its recipe's guidance 2 it draws them. On 24 training edits at
+#: guidance 2, S=3 with alpha 0.5 moved or resized every shape and kept 92% of the identities (the best of
+#: S 3-10 x alpha 0-1; at guidance 3 the best setting kept 88%, at 7.5 on 12 edits 75%; docs/editing.md).
 MODEL_DEFAULTS: dict[str, dict] = {
-    "tiny-t2i": {"null_lr": 5e-2, "null_inner_steps": 30, "steps_source": 10},
+    "tiny-t2i": {"null_lr": 5e-2, "null_inner_steps": 30, "guidance_scale": 2.0, "steps_source": 3, "alpha": 0.5},
 }
 
 

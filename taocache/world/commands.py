@@ -6,10 +6,17 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("world-eval", help="score a sample-world model on held-out captions with the analytic scorer")
+    p = sub.add_parser("world-eval", help="score a sample-world model on its captions with the analytic scorer")
     p.add_argument("--model", default=None, help="recipe, folder or hub id (default: the embedded model of --kind)")
     p.add_argument("--kind", choices=("video", "image"), default="video")
-    p.add_argument("--captions", type=int, default=50, help="held-out captions to score (at most 50)")
+    p.add_argument("--captions", type=int, default=50, help="captions to score (at most 50)")
+    p.add_argument(
+        "--split",
+        choices=("held-out", "train"),
+        default="held-out",
+        help="held-out captions (the quality bar, default) or a fixed draw of training captions (for choosing "
+        "a recipe's settings)",
+    )
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
@@ -26,11 +33,15 @@ def run(args) -> int:
     if not 1 <= args.captions <= 50:
         raise ValueError(f"--captions={args.captions} must be between 1 and 50")
     pipe, recipe = load_pipeline(args.model, kind=args.kind, device=args.device)
-    output = args.output or ROOT / "eval" / "results" / f"model-{recipe.name}.json"
+    suffix = "" if args.split == "held-out" else f"-{args.split}"
+    output = args.output or ROOT / "eval" / "results" / f"model-{recipe.name}{suffix}.json"
     refuse_overwrite(output, args.force)
-    result = evaluate_model(pipe, recipe, args.captions, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    result = evaluate_model(
+        pipe, recipe, args.captions, args.split, num_inference_steps=args.steps, guidance_scale=args.guidance
+    )
     write_json(output, result)
-    print(f"{recipe.name}: {result['settings']['captions']} held-out captions")
+    settings = result["settings"]
+    print(f"{recipe.name}: {settings['captions']} {args.split} captions, guidance {settings.get('guidance_scale')}")
     for name, rate in result["rates"].items():
         print(f"  {name:<11} {rate:6.1%}")
     print(f"  autoencoder reconstruction PSNR {result['autoencoder_psnr_db']:.2f} dB")
