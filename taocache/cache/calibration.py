@@ -47,6 +47,8 @@ def calibration_steps_for(run_steps: int) -> int:
     """How many steps to calibrate a run of ``run_steps`` steps on: its own count, at least
     :data:`MIN_CALIBRATION_STEPS`."""
     return max(int(run_steps), MIN_CALIBRATION_STEPS)
+
+
 _FIELDS = ("cos_mean", "cos_std", "ratio_mean", "ratio_std", "gain_mean", "gain_std")
 _TINY = 1e-12
 

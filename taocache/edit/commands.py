@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..world.scenes import SPLITS
 from .config import INVERSIONS, EditConfig, default_config
 
 
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--restart", action="store_true", help="discard earlier records in --output-dir")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the case selection")
     evaluate.add_argument(
-        "--split", choices=("held-out", "train"), default="held-out",
+        "--split", choices=SPLITS, default="held-out",
         help="scenes to edit: held-out (the evaluation) or train (for choosing settings)",
     )
     evaluate.add_argument("--kinds", default="move,resize", help="edit kinds to alternate over (move, resize)")

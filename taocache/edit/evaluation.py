@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..world import Scene, agreement, read_image, render, split
-from ..world.scenes import POSITIONS, SIZES
+from ..world.scenes import POSITIONS, SIZES, SPLITS
 from .baselines import ddim_target_edit, sdedit_edit
 from .config import EditConfig
 from .edit_file import fidelity, lpips_scorer
@@ -59,7 +59,6 @@ class EditCase:
     seed: int
 
 
-SPLITS = ("held-out", "train")
 KINDS = ("move", "resize")
 
 

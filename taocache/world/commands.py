@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .scenes import SPLITS
+
 
 def register(sub) -> None:
     p = sub.add_parser("world-eval", help="score a sample-world model on its captions with the analytic scorer")
@@ -12,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--captions", type=int, default=50, help="captions to score (at most 50)")
     p.add_argument(
         "--split",
-        choices=("held-out", "train"),
+        choices=SPLITS,
         default="held-out",
         help="held-out captions (the quality bar, default) or a fixed draw of training captions (for choosing "
         "a recipe's settings)",

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..metrics import psnr
-from .scenes import Scene, render, split
+from .scenes import SPLITS, Scene, render, split
 from .scorer import agreement, read_image, read_video
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def evaluate_model(pipe, recipe, num_captions: int = 50, split_name: str = "held
     elif split_name == "train":
         scenes = random.Random(TRAIN_DRAW_SEED).sample(train, min(num_captions, len(train)))
     else:
-        raise ValueError(f"split={split_name!r} must be 'held-out' or 'train'")
+        raise ValueError(f"split={split_name!r} must be one of {', '.join(SPLITS)}")
     pixels = generate(pipe, recipe, [s.caption for s in scenes], list(range(len(scenes))), **overrides)
     result = caption_agreement(scenes, pixels)
     result["autoencoder_psnr_db"] = autoencoder_psnr(pipe.vae, scenes)

@@ -95,6 +95,10 @@ def all_scenes(video: bool) -> list[Scene]:
     return scenes
 
 
+#: Names of the two sides of :func:`split`, as the evaluation commands take them.
+SPLITS = ("held-out", "train")
+
+
 def split(video: bool) -> tuple[list[Scene], list[Scene]]:
     """The fixed (train, held_out) split of caption combinations."""
     scenes = all_scenes(video)
