@@ -20,7 +20,6 @@ minutes per value on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from pathlib import Path
 
@@ -33,8 +32,7 @@ sys.path.insert(0, str(ROOT / "samples"))
 
 from trainlib import encode_captions
 
-from taocache.world import split
-from taocache.world.evaluate import TRAIN_DRAW_SEED
+from taocache.world.evaluate import scored_scenes
 from taocache.world.scenes import DIRECTIONS, Scene, render
 from taocache.world.scorer import read_frame, read_video
 
@@ -66,21 +64,22 @@ def main(argv=None) -> None:
     def latents(scene):
         return (vae.encode(clips(scene) * 2 - 1).latent_dist.mean - mean) / std
 
-    shape = latents(Scene(**BASE)).shape
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    xt = (1 - args.sigma) * latents(Scene(**BASE)) + args.sigma * noise
+    base = Scene(**BASE)
+    base_latents = latents(base)
+    noise = torch.randn(base_latents.shape, generator=torch.Generator().manual_seed(0))
+    xt = (1 - args.sigma) * base_latents + args.sigma * noise
 
     def estimate(scene):
         text = encode_captions(pipe.tokenizer, pipe.text_encoder, [scene.caption] * SAMPLES, 16, masked=True)
         timestep = torch.full((SAMPLES,), args.sigma * 1000)
         return xt - args.sigma * transformer(xt, timestep, text, return_dict=False)[0]
 
-    base = Scene(**BASE)
+    base_estimate = estimate(base)
     print(f"{args.model}, sigma {args.sigma}: how far one caption word moves the x0 estimate")
     for attribute, value in PAIRS:
         other = Scene(**{**BASE, attribute: value})
-        true = (latents(base) - latents(other)).mean(0).norm().item()
-        moved = (estimate(base) - estimate(other)).mean(0).norm().item()
+        true = (base_latents - latents(other)).mean(0).norm().item()
+        moved = (base_estimate - estimate(other)).mean(0).norm().item()
         print(f"  {attribute:9s} {BASE[attribute]:>5s} -> {value:5s}  moved {moved:7.2f} of {true:7.2f}  ({moved / true:4.0%})")
 
     def path(video):
@@ -96,7 +95,7 @@ def main(argv=None) -> None:
 
     if args.hint:
         call = find_recipe(args.recipe, "video").call
-        scenes = random.Random(TRAIN_DRAW_SEED).sample(split(video=True)[0], 50)
+        scenes = scored_scenes(video=True, split_name="train")
         means = [latents(scene).mean(0, keepdim=True) for scene in scenes]
         print(f"motion direction read on {len(scenes)} training captions, starting noise hinted at the layout:")
         for hint in args.hint:

@@ -64,6 +64,17 @@ def autoencoder_psnr(vae, scenes: list[Scene], seed: int = 10_000, num_frames: i
 TRAIN_DRAW_SEED = 7
 
 
+def scored_scenes(video: bool, split_name: str = "held-out", num_captions: int = 50) -> list[Scene]:
+    """The scenes whose captions a model is scored on: the first held-out ones, or a fixed seeded draw of
+    training ones."""
+    train, held_out = split(video)
+    if split_name == "held-out":
+        return held_out[:num_captions]
+    if split_name == "train":
+        return random.Random(TRAIN_DRAW_SEED).sample(train, min(num_captions, len(train)))
+    raise ValueError(f"split={split_name!r} must be one of {', '.join(SPLITS)}")
+
+
 def evaluate_model(pipe, recipe, num_captions: int = 50, split_name: str = "held-out", **overrides) -> dict:
     """The quality-bar figures of a sample-world model on ``num_captions`` captions of ``split_name``.
 
@@ -71,14 +82,7 @@ def evaluate_model(pipe, recipe, num_captions: int = 50, split_name: str = "held
     seeded draw of training captions, on which a recipe's settings (guidance, steps) can be chosen without
     looking at the held-out set.
     """
-    video = recipe.kind == "video"
-    train, held_out = split(video)
-    if split_name == "held-out":
-        scenes = held_out[:num_captions]
-    elif split_name == "train":
-        scenes = random.Random(TRAIN_DRAW_SEED).sample(train, min(num_captions, len(train)))
-    else:
-        raise ValueError(f"split={split_name!r} must be one of {', '.join(SPLITS)}")
+    scenes = scored_scenes(recipe.kind == "video", split_name, num_captions)
     pixels = generate(pipe, recipe, [s.caption for s in scenes], list(range(len(scenes))), **overrides)
     result = caption_agreement(scenes, pixels)
     result["autoencoder_psnr_db"] = autoencoder_psnr(pipe.vae, scenes)
