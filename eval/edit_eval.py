@@ -1,6 +1,6 @@
 """Evaluate non-rigid editing on the embedded text-to-image model (held-out move/resize edits of the world).
 
-    python eval/edit_eval.py                       # the documented run: 24 edits, results in eval/results/edit
+    python eval/edit_eval.py                       # the documented run: 48 edits, results in eval/results/edit
     python eval/edit_eval.py --cases 4 --output-dir /tmp/edit-eval    # a quick look
     python eval/edit_eval.py --taocache            # also time the sampling stage with TaoCache enabled
 
@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     known, rest = parser.parse_known_args(argv)
     if known.threads < 1:
         parser.error("--threads must be at least 1")
+    if {"-h", "--help"} & set(rest):
+        print("eval/edit_eval.py options: --threads N (torch CPU threads, default 1), then those of "
+              "`taocache edit-eval`:\n")
     import torch
 
     torch.set_num_threads(known.threads)

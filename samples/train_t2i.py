@@ -1,6 +1,6 @@
 """Train the embedded text-to-image model (samples/models/tiny-t2i) from scratch on the sample world.
 
-    python samples/train_t2i.py                # rebuilds the shipped weights (resumes if interrupted)
+    python samples/train_t2i.py --force        # rebuilds the shipped weights (resumes if interrupted)
 
 Two stages, each checkpointed under samples/checkpoints/t2i/: an ``AutoencoderKL`` (4x compression), then a
 ``UNet2DConditionModel`` and its small CLIP text encoder trained together with the DDPM loss in

@@ -1,6 +1,6 @@
 """Train the embedded text-to-video model (samples/models/tiny-t2v) from scratch on the sample world.
 
-    python samples/train_t2v.py                # rebuilds the shipped weights (resumes if interrupted)
+    python samples/train_t2v.py --force        # rebuilds the shipped weights (resumes if interrupted)
 
 Two stages, each checkpointed under samples/checkpoints/t2v/: a Wan-style video autoencoder (4x spatial,
 2x temporal compression), then a Wan transformer and its small UMT5 text encoder trained together with

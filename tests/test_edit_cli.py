@@ -11,6 +11,7 @@ from taocache.builders import tiny_sd_pipeline
 from taocache.cli import main
 from taocache.edit import EditConfig
 from taocache.edit.evaluation import EditCase, EvalSettings, build_cases, run_evaluation, score_edit
+from taocache.metrics import format_rate
 from taocache.world import Scene, render, split
 
 torch.set_num_threads(1)
@@ -194,9 +195,13 @@ def test_evaluation_streams_records_resumes_and_summarises(tmp_path, capsys):
                        "reconstruction/null-text", "reconstruction/vae", "sdedit"]
     assert len(lines) == 2 * 8  # per case: 4 reconstructions, the edit, one sweep setting, two baselines
     assert summary["methods"]["non-rigid"]["n"] == 2 and summary["sdedit_strength"] == 0.75
+    ours = summary["methods"]["non-rigid"]
+    low, high = ours["intervals"]["success_and_identity"]
+    assert low <= ours["success_and_identity"] <= high and high - low > 0.5  # two cases say little
     assert set(summary["targets"]) >= {"cases >= 20", "reconstruction_psnr >= 30 dB"}
     assert not summary["targets"]["cases >= 20"]
     assert "| non-rigid |" in (out / "summary.md").read_text()
+    assert format_rate(ours["success_and_identity"], (low, high)) in (out / "summary.md").read_text()
     assert json.loads((out / "summary.json").read_text())["methods"].keys() == summary["methods"].keys()
 
     # an interrupted write leaves a broken last line: it is dropped and that record measured again
@@ -209,6 +214,13 @@ def test_evaluation_streams_records_resumes_and_summarises(tmp_path, capsys):
     more = EvalSettings(cases=2, config=config, sweep_alpha=(1.0, 0.0), sweep_steps_source=())
     run_evaluation(pipe, "tiny", out, more, cache_dir=tmp_path / "cache", progress=False)
     assert len((out / "records.jsonl").read_text().splitlines()) == len(lines) + 2
+
+    # more cases extend the same fixed list: the first ones are read back, only the new one is measured
+    assert build_cases(3)[:2] == build_cases(2)
+    three = EvalSettings(cases=3, config=config, sweep_alpha=(1.0, 0.0), sweep_steps_source=())
+    summary = run_evaluation(pipe, "tiny", out, three, cache_dir=tmp_path / "cache", progress=False)
+    assert len((out / "records.jsonl").read_text().splitlines()) == len(lines) + 2 + 9
+    assert summary["methods"]["non-rigid"]["n"] == 3
 
     with pytest.raises(ValueError, match="other settings"):
         run_evaluation(pipe, "tiny", out, EvalSettings(cases=2, config=config.with_values(alpha=0.1),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from taocache.metrics import as_frames, load_lpips, psnr, ssim
+from taocache.metrics import as_frames, format_rate, load_lpips, psnr, rate_interval, ssim
 
 
 def test_psnr_matches_the_definition_and_averages_frames():
@@ -53,3 +53,19 @@ def test_lpips_code_path_with_an_injected_backbone(monkeypatch, tmp_path):
     a, b = rng.random((2, 64, 64, 3)), rng.random((2, 64, 64, 3))
     assert metric(a, a) == pytest.approx(0.0, abs=1e-6)
     assert metric(a, b) > 0
+
+
+def test_rate_interval_is_the_wilson_interval():
+    z, n, k = 1.959964, 24, 18
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low, high = rate_interval(k, n)
+    assert low == pytest.approx(centre - half, abs=1e-5) and high == pytest.approx(centre + half, abs=1e-5)
+    assert rate_interval(24, 24)[1] == pytest.approx(1.0) and rate_interval(0, 24)[0] == pytest.approx(0.0)
+    wide, narrow = rate_interval(18, 24), rate_interval(180, 240)  # more samples, a tighter interval
+    assert narrow[0] > wide[0] and narrow[1] < wide[1]
+    assert format_rate(0.75, (low, high)) == "75% (55-88%)"
+    for bad in ((5, 0), (-1, 4), (5, 4)):
+        with pytest.raises(ValueError):
+            rate_interval(*bad)

@@ -19,6 +19,8 @@ def test_caption_agreement_counts_per_attribute():
     assert result["rates"]["background"] >= 0.75
     assert len(result["samples"]) == 4 and all(result["samples"][1].values())
     assert min(result["rates"].values()) < 1.0
+    low, high = result["intervals"]["colour"]  # 3 of 4: its interval holds the rate and is wide
+    assert result["rates"]["colour"] == 0.75 and low < 0.75 < high and high - low > 0.4
     wrong, asked = result["samples"][0]["read"], held[0]  # what was read is kept, to see what a miss drew
     assert (wrong["colour"], wrong["shape"], wrong["position"]) == (held[10].colour, held[10].shape,
                                                                    held[10].position)

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
         "the sample world; records stream to OUTPUT_DIR/records.jsonl (a rerun resumes), a summary "
         "is written to summary.json and summary.md.",
     )
-    evaluate.add_argument("--cases", type=int, default=24, help="number of edits (half moves, half resizes)")
+    evaluate.add_argument("--cases", type=int, default=48, help="number of edits (half moves, half resizes; default 48)")
     evaluate.add_argument("--output-dir", default="eval/results/edit", help="where records and summaries go")
     evaluate.add_argument(
         "--sweep-alpha", default="0,1", help="alphas also scored ('' for none)"

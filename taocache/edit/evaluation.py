@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import format_rate, rate_interval
 from ..world import Scene, agreement, read_image, render, split
 from ..world.scenes import POSITIONS, SIZES, SPLITS
 from .baselines import ddim_target_edit, sdedit_edit
@@ -133,8 +134,9 @@ def _json_value(value):
     return value
 
 
-#: Settings that only add records (sweep points, the cached run), so a rerun may change them and resume.
-ADDITIVE_SETTINGS = ("sweep_alpha", "sweep_steps_source", "taocache")
+#: Settings that only add records (sweep points, the cached run, more cases: the case list is a fixed order,
+#: so a larger count extends it), so a rerun may change them and resume.
+ADDITIVE_SETTINGS = ("cases", "sweep_alpha", "sweep_steps_source", "taocache")
 
 
 class RecordFile:
@@ -203,7 +205,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 class EvalSettings:
     """What one evaluation run does (kept beside the records so that a resumed run cannot mix settings)."""
 
-    cases: int = 24
+    cases: int = 48
     config: EditConfig = dataclasses.field(default_factory=EditConfig)
     sweep_alpha: tuple = (0.0, 1.0)
     sweep_steps_source: tuple = (10, 20)
@@ -421,15 +423,22 @@ def _mean(values):
     return float(np.mean(finite)) if finite else None
 
 
+#: The rates the targets are about, each with its 95% interval in the summary.
+RATE_FLAGS = {
+    "edit_success": ("changed",),
+    "identity_kept": ("identity",),
+    "success_and_identity": ("changed", "identity"),
+}
+
+
 def _rates(rows: list[dict]) -> dict:
     n = len(rows)
-    rate = lambda key: sum(bool(r[key]) for r in rows) / n if n else None
+    counts = {name: sum(all(r[f] for f in flags) for r in rows) for name, flags in RATE_FLAGS.items()}
     return {
         "n": n,
-        "edit_success": rate("changed"),
-        "identity_kept": rate("identity"),
-        "success_and_identity": (sum(bool(r["changed"] and r["identity"]) for r in rows) / n) if n else None,
-        "others_kept": rate("others_kept"),
+        **{name: count / n if n else None for name, count in counts.items()},
+        "intervals": {name: list(rate_interval(count, n)) for name, count in counts.items()} if n else {},
+        "others_kept": sum(bool(r["others_kept"]) for r in rows) / n if n else None,
         "psnr": _mean(r["psnr"] for r in rows),
         "ssim": _mean(r["ssim"] for r in rows),
         "background_psnr": _mean(r["background_psnr"] for r in rows),
@@ -537,6 +546,11 @@ def summarise(records: list[dict], settings: EvalSettings, model_name: str, wall
     return summary
 
 
+def _fmt_rate(rates: dict, name: str) -> str:
+    interval = rates.get("intervals", {}).get(name)
+    return format_rate(rates[name], interval) if interval else _fmt(rates[name], True)
+
+
 def _fmt(value, percent=False):
     if value is None:
         return "n/a"
@@ -562,13 +576,16 @@ def summary_markdown(summary: dict) -> str:
             f"SDEdit at strength {summary['sdedit_strength']:.2f}. LPIPS: {summary['lpips']}."
         ),
         "",
+        ("Rates with their 95% interval (Wilson), which shows which differences are larger than the chance of "
+         "the draw of cases."),
+        "",
         "| method | n | edit success | identity kept | both | others kept | PSNR | SSIM | background PSNR | s/edit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in summary["methods"].items():
         lines.append(
-            f"| {name} | {m['n']} | {_fmt(m['edit_success'], True)} | {_fmt(m['identity_kept'], True)} | "
-            f"{_fmt(m['success_and_identity'], True)} | {_fmt(m['others_kept'], True)} | {_fmt(m['psnr'])} | "
+            f"| {name} | {m['n']} | {_fmt_rate(m, 'edit_success')} | {_fmt_rate(m, 'identity_kept')} | "
+            f"{_fmt_rate(m, 'success_and_identity')} | {_fmt(m['others_kept'], True)} | {_fmt(m['psnr'])} | "
             f"{_fmt(m['ssim'])} | {_fmt(m['background_psnr'])} | {_fmt(m['seconds'])} |"
         )
     lines += [

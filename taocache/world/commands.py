@@ -22,13 +22,19 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--output", type=Path, default=None, help="JSON file (default: eval/results/model-<name>.json)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON file (default: eval/results/model-<name>.json, model-<name>-train.json with --split train)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..io import refuse_overwrite, write_json
+    from ..metrics import format_rate
     from ..recipes import ROOT, load_pipeline
     from .evaluate import evaluate_model
 
@@ -44,8 +50,9 @@ def run(args) -> int:
     write_json(output, result)
     settings = result["settings"]
     print(f"{recipe.name}: {settings['captions']} {args.split} captions, guidance {settings.get('guidance_scale')}")
+    print("  attribute   agreement (95% interval)")
     for name, rate in result["rates"].items():
-        print(f"  {name:<11} {rate:6.1%}")
+        print(f"  {name:<11} {format_rate(rate, result['intervals'][name])}")
     print(f"  autoencoder reconstruction PSNR {result['autoencoder_psnr_db']:.2f} dB")
     print(f"written {output}")
     return 0

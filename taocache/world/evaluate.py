@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..metrics import psnr
+from ..metrics import psnr, rate_interval
 from .scenes import SPLITS, Scene, render, split
 from .scorer import agreement, read_image, read_video
 
@@ -33,15 +33,17 @@ def generate(pipe, recipe, captions: list[str], seeds: list[int], batch: int = 1
 
 
 def caption_agreement(scenes: list[Scene], pixels: np.ndarray) -> dict:
-    """Per attribute, the fraction of samples whose reading matches their caption, plus every reading."""
+    """Per attribute, the fraction of samples whose reading matches their caption with its 95% interval, plus
+    every reading."""
     rows, readings = [], []
     for scene, sample in zip(scenes, pixels):
         reading = read_video(sample) if scene.is_video else read_image(sample)
         rows.append(agreement(scene, reading))
         readings.append(dataclasses.asdict(reading))
     rates = {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
+    intervals = {name: list(rate_interval(sum(bool(r[name]) for r in rows), len(rows))) for name in rows[0]}
     samples = [{"caption": s.caption, **r, "read": read} for s, r, read in zip(scenes, rows, readings)]
-    return {"rates": rates, "samples": samples}
+    return {"rates": rates, "intervals": intervals, "samples": samples}
 
 
 @torch.no_grad()
