@@ -64,6 +64,31 @@ def test_stats_record_is_readable_and_serialisable(wan):
     taocache.disable(wan)
 
 
+def test_an_automatic_calibration_comes_from_a_whole_guided_call(wan):
+    taocache.enable(wan, TaoCacheConfig(error_budget=1.0))
+
+    def cancel(pipe, step, timestep, kwargs):
+        pipe._interrupt = step == 3
+        return kwargs
+
+    run(wan, callback_on_step_end=cancel)  # a first call cut short is too little to calibrate on
+    run(wan)
+    assert taocache.stats(wan).predicted == 0  # so this one records
+    run(wan)
+    assert taocache.stats(wan).predicted > 0
+    taocache.disable(wan)
+
+    taocache.enable(wan, TaoCacheConfig(error_budget=1.0))
+    run(wan, guidance_scale=1.0)  # a first call without guidance records no 'uncond' branch
+    run(wan)
+    record = taocache.stats(wan)
+    assert record.predicted == 0 and any("records one again" in note for note in record.notes)
+    run(wan)  # recorded again, with both branches
+    run(wan)
+    assert taocache.stats(wan).predicted > 0
+    taocache.disable(wan)
+
+
 def test_calibrate_writes_a_file_that_enable_finds(wan, isolated_calibrations):
     with pytest.raises(ValueError, match="non-empty list"):
         taocache.calibrate(wan, [])
@@ -144,6 +169,8 @@ def test_run_command_compares_and_writes_the_video(wan_folder, tmp_path, capsys)
     assert "--force" in capsys.readouterr().err
     assert cli(["run", "--model", str(wan_folder), "--output", str(tmp_path / "x.gif")]) == 2  # no size given
     assert "--height" in capsys.readouterr().err
+    assert cli(["run", "--model", str(wan_folder), *size, "--output", str(tmp_path / "y.gif"), "--fps", "0"]) == 2
+    assert "--fps 0 must be a number > 0" in capsys.readouterr().err
 
 
 def test_calibrate_command(wan_folder, tmp_path, capsys):

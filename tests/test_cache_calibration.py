@@ -96,6 +96,35 @@ def test_corrupt_file_error_names_the_file(tmp_path, text):
         Calibration.load(path)
 
 
+def _edited(data, change):
+    data = json.loads(json.dumps(data))
+    change(data)
+    return data
+
+
+def _first_table(data):
+    branches = next(iter(data["denoisers"].values()))["branches"]
+    return next(iter(next(iter(branches.values())).values()))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(horizon=0), "horizon=0"),
+        (lambda d: d.update(horizon=-3), "horizon=-3"),
+        (lambda d: d.update(steps=12.7), "steps=12.7"),
+        (lambda d: _first_table(d)["gain_mean"].__setitem__(3, "abc"), "not finite numbers"),
+        (lambda d: _first_table(d)["cos_mean"].__setitem__(3, float("nan")), "not finite numbers"),
+    ],
+)
+def test_values_out_of_range_in_a_file_name_the_file(tmp_path, change, message):
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(_edited(make_calibration().to_dict(), change)))
+    with pytest.raises(ValueError, match=message) as raised:
+        Calibration.load(path)
+    assert "edited.json" in str(raised.value)
+
+
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.json"):
         Calibration.load(tmp_path / "nothing.json")

@@ -1,5 +1,6 @@
 """TaoCacheConfig: defaults construct, every invalid field is rejected with its name and accepted range."""
 
+import numpy as np
 import pytest
 
 from taocache.cache.config import PREDICTORS, TaoCacheConfig
@@ -40,3 +41,12 @@ def test_invalid_values_name_the_field(field, value, words):
 @pytest.mark.parametrize("fraction, steps, start", [(0.2, 50, 10), (0.0, 50, 0), (1.0, 20, 20), (0.25, 10, 3)])
 def test_start_step_rounds_up(fraction, steps, start):
     assert TaoCacheConfig(start_fraction=fraction).start_step(steps) == start
+
+
+def test_numpy_scalars_are_numbers():
+    config = TaoCacheConfig(start_fraction=np.float32(0.25), error_budget=np.float64(0.1),
+                            max_consecutive=np.int64(2), final_steps=np.int32(1))
+    assert (config.start_fraction, config.max_consecutive) == (0.25, 2)
+    assert type(config.start_fraction) is float and type(config.max_consecutive) is int
+    with pytest.raises(ValueError, match="max_consecutive"):
+        TaoCacheConfig(max_consecutive=np.float64(2.5))

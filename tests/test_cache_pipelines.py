@@ -1,6 +1,8 @@
 """TaoCache on tiny random diffusers pipelines: Wan (separate guidance calls), Latte and CogVideoX (batched
 guidance), Stable Diffusion (a UNet without cache reset), Wan2.2's two transformers, CPU offload, PAB."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,18 @@ def test_another_step_count_works(wan):
     taocache.disable(wan)
 
 
+def test_one_step_runs_back_to_back_are_separate_calls():
+    pipe = build("sd")  # a UNet pipeline: no cache reset at the end of its call, no step index
+    taocache.enable(pipe, LOOSE)
+    try:
+        for _ in range(3):
+            run(pipe, "sd", num_inference_steps=1, guidance_scale=1.0)
+            record = taocache.stats(pipe)
+            assert record.calls == 1 and not any("same timestep" in note for note in record.notes)
+    finally:
+        taocache.disable(pipe)
+
+
 def test_two_pipelines_do_not_interfere():
     a, b = build("wan", seed=0), build("wan", seed=1)
     taocache.enable(a, LOOSE)
@@ -178,6 +192,18 @@ def test_stacks_on_pyramid_attention_broadcast(wan):
         assert np.array_equal(run(wan, "wan"), pab_only)  # PAB left in place
     finally:
         wan.transformer.disable_cache()
+
+
+def test_stacking_a_cache_that_counts_its_own_calls_warns(wan, caplog):
+    from diffusers import MagCacheConfig
+
+    with caplog.at_level(logging.WARNING, logger="taocache"):
+        taocache.enable(wan, [MagCacheConfig(num_inference_steps=10, mag_ratios=[1.0] * 10), LOOSE])
+    try:
+        assert "MagCache counts denoising steps by the calls it sees" in caplog.text
+    finally:
+        taocache.disable(wan)
+    assert not getattr(wan.transformer, "is_cache_enabled", False)
 
 
 @pytest.mark.slow  # dynamo tracing of the transformer takes ~15 s here; the toy test in test_cache_hook is fast

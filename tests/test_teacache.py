@@ -1,6 +1,7 @@
 """TeaCache hook on tiny random Wan, Latte and CogVideoX transformers: skipping, state, exactness, errors."""
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -120,6 +121,11 @@ def attach(module, cleanup, **settings):
 def test_bad_config_values_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TeaCacheConfig(**{field: value})
+
+
+def test_numpy_scalars_are_numbers_in_the_config():
+    config = TeaCacheConfig(rel_l1_thresh=np.float32(0.25), warmup_steps=np.int64(2))
+    assert (config.rel_l1_thresh, config.warmup_steps) == (0.25, 2) and type(config.warmup_steps) is int
 
 
 def test_unknown_preset_is_refused_with_the_known_ones():
@@ -485,6 +491,63 @@ def test_stacks_under_taocache_through_enable_and_disable(wan):
     finally:
         taocache.disable(wan)
     np.testing.assert_array_equal(run_wan(wan), reference)
+
+
+def test_a_failing_stack_leaves_the_plain_pipeline_and_calibration_refuses_a_stack(wan, tmp_path):
+    import taocache
+    from taocache.cache import TaoCacheConfig
+
+    reference = run_wan(wan)
+    missing = tmp_path / "no-such-calibration.json"
+    with pytest.raises(FileNotFoundError):
+        taocache.enable(wan, [TeaCacheConfig(coefficients=[1.0, 0.0]), TaoCacheConfig(calibration=missing)])
+    assert getattr(wan.transformer, "_diffusers_hook", None) is None or not wan.transformer._diffusers_hook.hooks
+    with pytest.raises(TypeError, match="unsupported cache config"):
+        taocache.enable(wan, [TaoCacheConfig(), object()])
+    np.testing.assert_array_equal(run_wan(wan), reference)
+
+    taocache.enable(wan, [TeaCacheConfig(coefficients=[1.0, 0.0]), TaoCacheConfig()])  # a corrected retry works
+    try:
+        with pytest.raises(ValueError, match="TeaCache is enabled"):
+            taocache.calibrate(wan, ["a red circle"], call_kwargs={"num_inference_steps": 4}, save=False)
+    finally:
+        taocache.disable(wan)
+    np.testing.assert_array_equal(run_wan(wan), reference)
+
+
+def test_teacache_alone_through_enable_reports_and_disables(wan, caplog):
+    import taocache
+
+    taocache.enable(wan, [TeaCacheConfig(rel_l1_thresh=0.3, coefficients=[1.0, 0.0])])
+    run_wan(wan)
+    record = taocache.stats(wan)
+    assert record.calls == 0 and record.stacked["TeaCache"]["transformer"]["cond"]["skipped"] > 0
+    assert "TeaCache" in str(record)
+    with caplog.at_level(logging.WARNING, logger="taocache"):
+        taocache.disable(wan)
+    assert "nothing to disable" not in caplog.text
+    with pytest.raises(ValueError, match="not enabled"):
+        taocache.stats(wan)
+
+
+def test_under_taocache_teacache_knows_the_step_where_the_pipeline_does_not_say(latte):
+    import taocache
+    from taocache.cache import TaoCacheConfig
+
+    call = {"height": 16, "width": 16, "video_length": 4, "guidance_scale": 5.0, "clean_caption": False,
+            "mask_feature": False, "num_inference_steps": 12}
+    calibration = taocache.calibrate(latte, [CAPTION], call_kwargs=call, save=False, progress=False)
+    seen = []  # Latte passes no step index, and TaoCache predicts steps TeaCache then never sees
+    tea = TeaCacheConfig(rel_l1_thresh=10.0, coefficients=[1.0, 0.0], num_inference_steps=12, recorder=seen.append)
+    taocache.enable(latte, [tea, TaoCacheConfig(calibration=calibration, error_budget=1.0, max_consecutive=2)])
+    try:
+        run_latte(latte)
+        decisions = next(iter(taocache.stats(latte).branches.values())).decisions
+    finally:
+        taocache.disable(latte)
+    assert "P" in decisions
+    assert [r.step for r in seen] == [i for i, d in enumerate(decisions) if d == "C"]
+    assert seen[-1].step == 11 and seen[-1].computed  # TeaCache's final step is the run's
 
 
 def test_coefficients_fitted_for_the_model_are_found_with_their_warmup(wan, tmp_path, monkeypatch, cleanup):

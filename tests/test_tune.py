@@ -1,6 +1,7 @@
 """Quality-budget tuning and cache configuration files, on a tiny random Wan pipeline."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +136,14 @@ def test_config_file_round_trip_with_teacache_binding(wan, tmp_path):
     assert loaded[0].model_match == match and loaded[0].coefficients == (1.0, 0.0)
     assert loaded[1].error_budget == 0.3 and loaded[1].max_consecutive == 2
     assert loaded[1].weigh_by_step is True
+
+
+def test_a_calibration_path_given_relative_to_the_working_folder_survives_the_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cal.json").write_text("{}")
+    path = save_configs("out/tuned.json", taocache.TaoCacheConfig(calibration="cal.json"))
+    (loaded,) = load_configs(path)
+    assert Path(loaded.calibration).resolve() == (tmp_path / "cal.json").resolve()
 
 
 def test_config_file_written_before_step_weighting_keeps_it_off(tmp_path):

@@ -13,7 +13,9 @@ acts only on the denoiser's output. Anything that changes how the output is comp
 * diffusers' own caches (``transformer.enable_cache(PyramidAttentionBroadcastConfig(...))``, FirstBlockCache,
   ...) hook blocks or attention layers below the denoiser's forward; enable them in either order, or pass
   their config in the list given to :func:`enable` (``diffusers_stack.py``), which then also removes them. On a step
-  TaoCache predicts, the denoiser does not run, so the inner cache sees no call for that step.
+  TaoCache predicts, the denoiser does not run, so the inner cache sees no call for that step; where the
+  pipeline's cache context gives no step index, TaoCache fills it in for the hooks below it. MagCache and
+  TaylorSeer count steps by their own calls and fall behind (a warning says so).
 * Another project cache (for example a TeaCache hook in ``taocache/cache/teacache.py``) registers its hooks
   under its own name on the same registries, so that ``disable`` of one leaves the other in place, and makes
   itself known to :func:`enable` with::

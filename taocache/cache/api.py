@@ -93,7 +93,8 @@ def enable(target, config=None) -> None:
     ``config`` is a :class:`TaoCacheConfig` (default: ``TaoCacheConfig()``), a list of configs to stack
     several caches, applied in order (the last is outermost; see ``taocache/cache/__init__.py``), or the
     path of a configuration file written by ``taocache tune`` / :func:`taocache.tune`.
-    Enabling again replaces the earlier TaoCache hook.
+    Enabling again replaces the earlier TaoCache hook. If any config cannot be applied, the error is raised
+    with every cache taken off again, so a corrected call starts from the plain pipeline.
     """
     from . import diffusers_stack, teacache  # noqa: F401  (make TeaCache's and diffusers' configs stackable)
     from .config_file import load_configs
@@ -105,14 +106,19 @@ def enable(target, config=None) -> None:
     else:
         configs = [config if config is not None else TaoCacheConfig()]
     _denoisers(target)  # type check before anything is applied
-    for item in configs:
-        if isinstance(item, TaoCacheConfig):
-            _enable_taocache(target, item)
-        elif type(item) in _STACKABLE:
-            _STACKABLE[type(item)][0](target, item)
-        else:
-            known = ", ".join(["TaoCacheConfig"] + [t.__name__ for t in _STACKABLE])
-            raise TypeError(f"unsupported cache config {type(item).__name__}; supported: {known}")
+    unsupported = [item for item in configs if not isinstance(item, TaoCacheConfig) and type(item) not in _STACKABLE]
+    if unsupported:
+        known = ", ".join(["TaoCacheConfig"] + [t.__name__ for t in _STACKABLE])
+        raise TypeError(f"unsupported cache config {type(unsupported[0]).__name__}; supported: {known}")
+    try:
+        for item in configs:
+            if isinstance(item, TaoCacheConfig):
+                _enable_taocache(target, item, stacked=len(configs) > 1)
+            else:
+                _STACKABLE[type(item)][0](target, item)
+    except BaseException:
+        _remove_all(target)
+        raise
 
 
 def _calibrations_for(config: TaoCacheConfig, name: str, module, scheduler: str | None) -> list[Calibration]:
@@ -147,7 +153,7 @@ def has_calibration(target, config: TaoCacheConfig | None = None) -> bool:
     return all(_calibrations_for(config, name, module, scheduler) for name, module in denoisers)
 
 
-def _enable_taocache(target, config: TaoCacheConfig) -> None:
+def _enable_taocache(target, config: TaoCacheConfig, stacked: bool = False) -> None:
     pipe, denoisers = _denoisers(target)
     scheduler = _scheduler_name(pipe)
     for name, module in denoisers:
@@ -156,6 +162,14 @@ def _enable_taocache(target, config: TaoCacheConfig) -> None:
         denoiser = type(module).__name__
         if calibrations:
             logger.info("TaoCache on %s (%s): calibration %s", name, denoiser, calibrations[0].source)
+        elif config.auto_calibrate and stacked:
+            logger.warning(
+                "TaoCache on %s (%s): no calibration found, and the first call would record one from outputs "
+                "the stacked caches approximate; calibrate the plain pipeline first (taocache.calibrate or "
+                "`taocache calibrate`), then enable the stack",
+                name,
+                denoiser,
+            )
         elif config.auto_calibrate:
             logger.info(
                 "TaoCache on %s (%s): no calibration found in %s; the first call will run in full "
@@ -174,25 +188,48 @@ def _enable_taocache(target, config: TaoCacheConfig) -> None:
 
 
 def disable(target) -> None:
-    """Remove TaoCache (and caches stacked through :func:`enable`): the original forward is restored exactly."""
+    """Remove TaoCache and the caches stacked through :func:`enable` (TeaCache also when applied by hand; a
+    diffusers cache enabled by hand stays): the original forward is restored exactly."""
+    if not _remove_all(target):
+        logger.warning("no cache was enabled on %s through taocache; nothing to disable", type(target).__name__)
+
+
+def _remove_all(target) -> bool:
+    """Take TaoCache and the caches stacked through :func:`enable` off; whether any was on."""
     _, denoisers = _denoisers(target)
+    stacked = bool(_stacked_stats(target))
     removed = [remove_taocache(module) for _, module in denoisers]
     for _, disable_fn, _ in _STACKABLE.values():
         disable_fn(target)
-    if not any(removed):
-        logger.warning("TaoCache was not enabled on %s; nothing to disable", type(target).__name__)
+    return any(removed) or stacked
+
+
+def _stacked_stats(target) -> dict[str, dict]:
+    """What each cache enabled beside TaoCache reports, by name."""
+    found = {}
+    for config_type, (_, _, stats_fn) in _STACKABLE.items():
+        report = stats_fn(target) if stats_fn is not None else None
+        if report:
+            found[config_type.__name__.removesuffix("Config")] = report
+    return found
+
+
+def _active_caches(target) -> list[str]:
+    """The caches other than TaoCache that change the denoiser's outputs on ``target`` now."""
+    found = list(_stacked_stats(target))
+    if not found:  # one enabled by hand with the denoiser's own enable_cache()
+        found = [f"a diffusers cache on {name}" for name, module in _denoisers(target)[1]
+                 if getattr(module, "is_cache_enabled", False)]
+    return found
 
 
 def stats(target) -> CacheStats:
     """The record of the most recent call: calls, computed, predicted, per branch, and the decisions."""
-    hooks = _hooks(target)
-    if not hooks:
+    hooks, stacked = _hooks(target), _stacked_stats(target)
+    if not hooks and not stacked:
         raise ValueError(f"TaoCache is not enabled on {type(target).__name__}; call taocache.enable() first")
-    record = merge({name: hook.current_stats() for name, hook in hooks.items()})
-    for config_type, (_, _, stats_fn) in _STACKABLE.items():
-        found = stats_fn(target) if stats_fn is not None else None
-        if found:
-            record.stacked[config_type.__name__.removesuffix("Config")] = found
+    record = merge({name: hook.current_stats() for name, hook in hooks.items()}) if hooks else CacheStats()
+    record.stacked.update(stacked)
     return record
 
 
@@ -231,6 +268,13 @@ def calibrate(
     if save and path is not None and Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
     _, denoisers = _denoisers(pipe)
+    stacked = _active_caches(pipe)
+    if stacked:
+        raise ValueError(
+            f"calibration measures full runs, but {', '.join(stacked)} is enabled on this pipeline and would "
+            "approximate them; call taocache.disable(pipe) (or the cache's own disable) first, calibrate, then "
+            "enable the caches again"
+        )
     scheduler = _scheduler_name(pipe) or "unknown"
     if save and path is None and "num_inference_steps" in kwargs:
         name, module = denoisers[0]

@@ -131,6 +131,9 @@ class DenoiserCalibration:
                 missing = [f for f in _FIELDS if f not in table or len(table[f]) != steps]
                 if missing:
                     raise ValueError(f"branch {branch!r} pair {key!r} lacks {steps}-step lists for {missing}")
+                bad = [f for f in _FIELDS if not all(v is None or _finite_number(v) for v in table[f])]
+                if bad:
+                    raise ValueError(f"branch {branch!r} pair {key!r}: {bad} hold values that are not finite numbers")
                 branches[branch][(int(gap), int(horizon))] = {f: list(table[f]) for f in _FIELDS}
         return cls(str(data["denoiser"]), str(data["fingerprint"]), branches)
 
@@ -179,10 +182,14 @@ class Calibration:
             raise ValueError(
                 f"calibration version {data.get('version')!r} is not supported (expected {VERSION})"
             )
-        steps = int(data["steps"])
+        steps, horizon = data["steps"], data["horizon"]
+        if not _whole_number(steps) or steps < 1:
+            raise ValueError(f"steps={steps!r} must be a whole number >= 1")
+        if not _whole_number(horizon) or not 1 <= horizon <= 8:
+            raise ValueError(f"horizon={horizon!r} must be a whole number in [1, 8]")
         timesteps = [float(t) for t in data["timesteps"]]
-        if steps < 1 or len(timesteps) != steps:
-            raise ValueError(f"{len(timesteps)} timesteps for {steps} steps")
+        if len(timesteps) != steps or not all(math.isfinite(t) for t in timesteps):
+            raise ValueError(f"{len(timesteps)} timesteps for {steps} steps, or some not finite")
         denoisers = {name: DenoiserCalibration.from_dict(d, steps) for name, d in data["denoisers"].items()}
         if not denoisers:
             raise ValueError("no denoiser in the calibration")
@@ -190,7 +197,7 @@ class Calibration:
             scheduler=str(data["scheduler"]),
             steps=steps,
             timesteps=timesteps,
-            horizon=int(data["horizon"]),
+            horizon=horizon,
             samples=int(data["samples"]),
             denoisers=denoisers,
             created=str(data.get("created", "")),
@@ -403,6 +410,14 @@ class CalibrationRecorder:
                 tables[f"{name}_mean"][step] = _round(mean)
                 tables[f"{name}_std"][step] = _round(std)
         return DenoiserCalibration(denoiser, fp, branches)
+
+
+def _whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _round(value: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -54,7 +55,7 @@ def register(sub) -> None:
         default=Path("runs/taocache-run.gif"),
         help="side-by-side video, .gif or .mp4 (.png for image models); default runs/taocache-run.gif",
     )
-    run_parser.add_argument("--fps", type=float, default=8.0)
+    run_parser.add_argument("--fps", type=float, default=8.0, help="frames per second of the video (default 8)")
     run_parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     run_parser.set_defaults(func=run_command)
 
@@ -166,6 +167,8 @@ def run_command(args) -> int:
 
     if args.output.suffix not in _OUTPUT_SUFFIXES:
         raise ValueError(f"--output {args.output} must end in one of {_OUTPUT_SUFFIXES}")
+    if not math.isfinite(args.fps) or args.fps <= 0:
+        raise ValueError(f"--fps {args.fps:g} must be a number > 0")
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output} exists; pass --force to overwrite it")
     pipe, recipe, call = _load(args)

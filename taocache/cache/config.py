@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,12 @@ class TaoCacheConfig:
     def __post_init__(self):
         from .calibration import Calibration
 
+        # numpy and torch scalars (from a sweep's arange, say) are numbers too: keep them as plain Python ones
+        for name, kind in (("start_fraction", numbers.Real), ("error_budget", numbers.Real),
+                           ("max_consecutive", numbers.Integral), ("final_steps", numbers.Integral)):
+            value = getattr(self, name)
+            if isinstance(value, kind) and not isinstance(value, bool):
+                setattr(self, name, float(value) if kind is numbers.Real else int(value))
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor={self.predictor!r} is not supported; use one of {PREDICTORS}")
         if not _is_number(self.start_fraction) or not 0.0 <= self.start_fraction <= 1.0:

@@ -47,6 +47,9 @@ def _entry(config, path: Path, overwrite: bool) -> dict:
             value = target.name
         elif isinstance(value, ModelMatch):
             value = dataclasses.asdict(value)
+        elif item.name == "calibration" and isinstance(value, (str, os.PathLike)):
+            # read back relative to the configuration file, wherever the loading process runs
+            value = os.path.relpath(Path(value).resolve(), path.resolve().parent)
         elif isinstance(value, os.PathLike):
             value = str(value)
         elif isinstance(value, tuple):

@@ -7,9 +7,15 @@ only the diffusers caches it put on (a cache the user enabled by hand stays).
 
 from __future__ import annotations
 
+import logging
+
 from .api import _denoisers, register_cache
 
+logger = logging.getLogger(__name__)
+
 _MARK = "_taocache_enabled_diffusers_cache"
+#: Caches that count denoising steps by the calls they see: under TaoCache, which skips calls, they fall behind.
+_COUNT_CALLS = ("MagCacheConfig", "TaylorSeerCacheConfig")
 
 
 def _modules(target):
@@ -20,6 +26,13 @@ def enable_diffusers_cache(target, config) -> None:
     modules = _modules(target)
     if not modules:
         raise TypeError(f"{type(config).__name__} needs a diffusers denoiser with enable_cache(); none found")
+    if type(config).__name__ in _COUNT_CALLS:
+        logger.warning(
+            "%s counts denoising steps by the calls it sees; under TaoCache, which predicts some calls instead of "
+            "making them, its step count falls behind the run's. Stack TeaCache, Pyramid Attention Broadcast or "
+            "FirstBlockCache instead, or use it alone.",
+            type(config).__name__.removesuffix("Config"),
+        )
     for module in modules:
         module.enable_cache(config)
         setattr(module, _MARK, True)

@@ -54,6 +54,7 @@ TAOCACHE_HOOK = "taocache"
 _NO_CONTEXT = "taocache_default"
 _SEPARATE_BRANCHES = ("cond", "uncond")
 _TIMESTEP_NAMES = ("timestep", "timesteps", "t")
+AUTOMATIC_SOURCE = "recorded from the first call (automatic)"
 HISTORY = 3  # computed outputs kept per branch: the geometric predictor may extrapolate over 1 or 2 gaps
 
 
@@ -120,6 +121,7 @@ class TaoCacheHook(ModelHook):
         self.calibrations = list(calibrations or [])
         self.recorder: CalibrationRecorder | None = None
         self._auto_recording = False
+        self._record_again = False  # the automatic calibration lacks a branch: drop it when this call ends
         self._learned_schedule: list[float] | None = None
         self._call_timesteps: dict[int, float] = {}
         self._call_notes: list[str] = []
@@ -161,8 +163,39 @@ class TaoCacheHook(ModelHook):
         plan, prediction = self._before(args, kwargs)
         if prediction is not None:
             return prediction
-        output = self.fn_ref.original_forward(*args, **kwargs)
+        with self._step_for_inner_caches(module, plan):
+            output = self.fn_ref.original_forward(*args, **kwargs)
         return self._after(plan, output)
+
+    @contextlib.contextmanager
+    def _step_for_inner_caches(self, module, plan: _Plan):
+        """Tell the stateful hooks under this one which step a computed call is, when the pipeline did not.
+
+        A stacked cache that counts steps by the calls it sees (TeaCache on pipelines without a step index in
+        their cache context, such as Latte) would otherwise fall behind on every step TaoCache predicts.
+        """
+        schedule = plan.state.schedule if plan.state is not None else None
+        context = self.state_manager._context
+        managers = []
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None and schedule and (context is None or context.step_index is None):
+            for child in (registry, *registry._get_child_registries()):
+                for hook in child.hooks.values():
+                    if hook is self or not hook._is_stateful:
+                        continue
+                    managers += [m for m in vars(hook).values() if isinstance(m, StateManager)]
+        # A manager without a context gets none: its hook names its own on the call (and keeps it), so from
+        # the call after, it is told the step
+        told = [(m, m._context) for m in managers if m._context is not None and m._context.step_index is None]
+        for manager, context in told:
+            manager.set_context(
+                dataclasses.replace(context, step_index=plan.step, num_inference_steps=len(schedule))
+            )
+        try:
+            yield
+        finally:
+            for manager, context in told:
+                manager.set_context(context)
 
     @torch.compiler.disable
     def _before(self, args, kwargs):
@@ -323,7 +356,14 @@ class TaoCacheHook(ModelHook):
             stats = calibrated.stats(branch, step, gap, horizon, num_steps, first_order)
             if stats is None:
                 if not calibrated.has_branch(branch):
-                    self._note(f"the calibration has no {branch!r} branch: those calls are computed")
+                    if calibrated.calibration.source == AUTOMATIC_SOURCE:
+                        self._record_again = True
+                        self._note(
+                            f"the calibration recorded from the first call has no {branch!r} branch (was that "
+                            "call made without guidance?): the next call records one again"
+                        )
+                    else:
+                        self._note(f"the calibration has no {branch!r} branch: those calls are computed")
                 return None
             if self.config.predictor == "geometric":
                 k = stats.gain_mean
@@ -402,6 +442,14 @@ class TaoCacheHook(ModelHook):
             return False
         if context.step_index == 0 and state.next_step > 0:
             return True
+        schedule = state.schedule
+        if (
+            schedule
+            and x is not None
+            and state.next_step >= len(schedule)
+            and abs(x - schedule[0]) <= 1e-4 * max(1.0, abs(schedule[0]))
+        ):
+            return True  # the run was over, and this call is at its first timestep (one-step runs, back to back)
         return x is not None and state.seen_x is not None and x > state.seen_x
 
     def _schedule(self) -> list[float] | None:
@@ -503,6 +551,10 @@ class TaoCacheHook(ModelHook):
             self.recorder.end_call()
             if self._auto_recording and self.recorder.has_data:
                 self._finish_automatic_calibration()
+        if self._record_again:
+            self.calibrations = [c for c in self.calibrations if c.source != AUTOMATIC_SOURCE]
+            self._resolved.clear()
+            self._record_again = False
         self.record, self._call_timesteps, self._call_notes, self._joint = {}, {}, [], {}
         self.state_manager.reset()
 
@@ -510,6 +562,15 @@ class TaoCacheHook(ModelHook):
         recorder = self.stop_recording()
         steps = recorder.num_steps()
         scheduled = self._schedule()
+        if scheduled is not None and steps < len(scheduled):
+            logger.info(
+                "TaoCache %s: the first call ended after %d of its %d steps (interrupted?), too few to calibrate "
+                "on; the next call records the calibration again",
+                self.component,
+                steps,
+                len(scheduled),
+            )
+            return
         if scheduled is not None and len(scheduled) == steps:
             timesteps = scheduled
         else:
@@ -522,7 +583,7 @@ class TaoCacheHook(ModelHook):
             recorder.horizon,
             recorder.samples,
             {self.component: entry},
-            source="recorded from the first call (automatic)",
+            source=AUTOMATIC_SOURCE,
         )
         self.add_calibration(calibration)
         logger.info(

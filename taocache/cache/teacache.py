@@ -33,6 +33,7 @@ import inspect
 import json
 import logging
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -235,6 +236,13 @@ class TeaCacheConfig:
     recorder: Callable[[TeaCacheRecord], None] | None = None
 
     def __post_init__(self):
+        # numpy and torch scalars are numbers too: keep them as plain Python ones
+        if isinstance(self.rel_l1_thresh, numbers.Real) and not isinstance(self.rel_l1_thresh, bool):
+            self.rel_l1_thresh = float(self.rel_l1_thresh)
+        for name in ("warmup_steps", "final_steps", "max_skip_steps", "num_inference_steps"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                setattr(self, name, int(value))
         thresh = self.rel_l1_thresh
         if (
             isinstance(thresh, bool)
