@@ -21,6 +21,7 @@ from taocache.edit.inputs import check_prompt, fit_to_model, load_image
 from taocache.edit.inversion import Inversion, ddim_pivots, invert
 from taocache.edit.latents import encode_image, encode_text, unet_noise
 from taocache.edit.null_text import optimize_null_embeddings
+from taocache.edit.outputs import check_writable
 from taocache.edit.sampling import blend, inject_and_sample
 from taocache.edit.schedulers import editing_schedulers
 from taocache.edit.text_optimization import optimize_text_embedding
@@ -327,7 +328,23 @@ def test_artefacts_are_cached_and_a_second_run_does_no_optimisation(pipe, image,
     damaged.write_bytes(b"garbage")
     monkeypatch.setattr(editor_module, "optimize_text_embedding", lambda *a, **k: prepared.optimised_embedding)
     assert second.prepare(image, SOURCE, TARGET).from_cache == {"text": False, "inversion": True}
+    from safetensors.torch import save_file  # readable, but not what the stage stored: also recomputed
+
+    save_file({"other": torch.zeros(1)}, damaged)
+    assert second.prepare(image, SOURCE, TARGET).from_cache["text"] is False
+    save_file({"optimised_embedding": torch.full(prepared.optimised_embedding.shape, float("nan"))}, damaged)
+    assert second.prepare(image, SOURCE, TARGET).from_cache["text"] is False
     monkeypatch.setattr(editor_module, "optimize_text_embedding", forbidden)
+
+    # a cache folder that cannot be written only costs the caching
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(editor_module, "optimize_text_embedding", lambda *a, **k: prepared.optimised_embedding)
+    monkeypatch.setattr(editor_module, "invert", lambda *a, **k: prepared.inversion)
+    unwritable = NonRigidEditor(pipe, config, cache_dir=blocked / "cache", progress=False)
+    assert unwritable.prepare(image, SOURCE, TARGET).from_cache == {"text": False, "inversion": False}
+    monkeypatch.setattr(editor_module, "optimize_text_embedding", forbidden)
+    monkeypatch.setattr(editor_module, "invert", forbidden)
 
     # a sweep over alpha and S reuses the same artefacts; another image, prompt or model does not
     assert len(second.sweep(again, [0.0, 1.0], [1, 2])) == 4
@@ -351,6 +368,15 @@ def test_images_of_any_mode_and_size_are_adapted(tmp_path, caplog):
     assert grey.mode == "RGB"
     Image.new("I;16", (20, 20), 300).save(tmp_path / "deep.png")
     assert load_image(tmp_path / "deep.png").mode == "RGB"
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "white16.png")
+    assert np.asarray(load_image(tmp_path / "white16.png")).min() == 255  # scaled by the depth, not stretched
+    Image.fromarray(np.full((8, 8), 4000, np.uint16)).save(tmp_path / "dark16.png")
+    assert np.asarray(load_image(tmp_path / "dark16.png")).max() == round(4000 / 65535 * 255)
+    tall = Image.new("RGB", (20, 40), (0, 0, 0))
+    exif = tall.getexif()
+    exif[0x0112] = 6  # stored turned: shown a quarter turn round, so 40 wide and 20 high
+    tall.save(tmp_path / "turned.jpg", exif=exif)
+    assert load_image(tmp_path / "turned.jpg").size == (40, 20)
     wide = Image.new("RGB", (128, 64), (0, 0, 0))
     wide.paste((255, 255, 255), (32, 0, 96, 64))  # a white centre square between black bands
     with caplog.at_level(logging.INFO, logger="taocache.edit.inputs"):
@@ -367,6 +393,16 @@ def test_bad_inputs_give_clear_errors(tmp_path, pipe, image):
         load_image(tmp_path / "text.png")
     with pytest.raises(ValueError, match="not a file"):
         load_image(tmp_path)
+    from PIL import Image
+
+    Image.new("L", (20000, 10000)).save(tmp_path / "huge.png")
+    with pytest.raises(ValueError, match="downscale"):
+        load_image(tmp_path / "huge.png")
+    (tmp_path / "a-file").write_text("")
+    for bad, message in ((tmp_path / "x.psd", "cannot write"), (tmp_path / "x.xbm", "cannot write"),
+                         (tmp_path / "a-file" / "x.png", "not a folder")):
+        with pytest.raises(ValueError, match=message):
+            check_writable(bad, overwrite=False)
     for blank in ("", "   ", None):
         with pytest.raises(ValueError, match="prompt is empty"):
             check_prompt("target", blank)

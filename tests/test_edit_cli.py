@@ -66,15 +66,26 @@ def test_edit_writes_the_edit_and_a_grid_and_reuses_artefacts(model_dir, image_f
     (["--alpha", "1.5"], "alpha"),
     (["--steps-source", "9"], "steps_source"),
     (["--sweep-alpha", "0,a"], "sweep-alpha"),
-    (["--target", " "], "target prompt is empty"),
+    (["--sweep-steps-source", "1,9"], "steps_source"),
+    (["--target", " ", "--taocache"], "target prompt is empty"),
     (["--output", "edit.unknown"], "unknown image format"),
+    (["--output", "edit.psd"], "cannot write"),
+    (["--output", "a-file/edit.png"], "not a folder"),
+    (["--model", "tiny-t2v"], "video model"),
 ])
 def test_edit_rejects_bad_settings_before_any_work(model_dir, image_file, tmp_path, capsys, extra, message,
                                                   monkeypatch):
+    from taocache.edit import commands
+
+    def no_model(*args):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(commands, "_load", no_model)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
     assert main(edit_args(image_file, tmp_path / "o.png", model_dir, tmp_path / "c", *extra)) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "o.png").exists()
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "c").exists()
 
 
 def test_edit_reports_missing_and_unreadable_inputs(model_dir, tmp_path, capsys):
@@ -127,6 +138,51 @@ alpha = 3.0
     assert "2 of 3 edit(s) failed" in captured.err
     assert "[1]" in captured.err and "does not exist" in captured.err
     assert "[3]" in captured.err and "alpha" in captured.err
+
+
+def test_edit_batch_settings_come_from_the_model_defaults_command_line_and_item_in_turn(
+        model_dir, image_file, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from taocache.edit import batch
+
+    shutil.copytree(model_dir, tmp_path / "model")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"""
+model = "model"
+
+[defaults]
+inversion = "ddim"
+text_steps = 2
+null_inner_steps = 2
+
+[[edit]]
+image = "{image_file}"
+source = "{SOURCE}"
+target = "{TARGET}"
+output = "plain.png"
+num_steps = 4
+
+[[edit]]
+image = "{image_file}"
+source = "{SOURCE}"
+target = "{TARGET}"
+output = "own.png"
+num_steps = 4
+inversion = "null-text"
+""")
+    used = []
+
+    def fake_edit(pipe, image, source, target, output, config, **kwargs):
+        used.append(config)
+        return batch.FileEditReport(output, output, {"psnr": 1.0}, {}, {})
+
+    monkeypatch.setattr(batch, "edit_file", fake_edit)
+    monkeypatch.chdir("/")  # the spec's model folder is found beside the spec, not in the working folder
+    assert main(["edit-batch", str(spec), "--inversion", "negative-prompt", "--steps-source", "1", "--no-cache"]) == 0
+    assert [c.inversion for c in used] == ["negative-prompt", "null-text"]  # [defaults] < command line < item
+    assert all(c.num_steps == 4 and c.steps_source == 1 and c.text_steps == 2 for c in used)
+    assert "all 2 edit(s) done" in capsys.readouterr().out
 
 
 def test_edit_batch_rejects_a_malformed_spec(tmp_path, capsys):

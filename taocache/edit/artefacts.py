@@ -92,8 +92,9 @@ class ArtefactCache:
     def path(self, kind: str, key: str) -> Path:
         return self.directory / f"{kind}-{key}.safetensors"
 
-    def load(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
-        """The stored tensors, or None when absent (or unreadable, which is logged and treated as absent)."""
+    def load(self, kind: str, key: str, shapes: dict[str, tuple | None] | None = None) -> dict[str, torch.Tensor] | None:
+        """The stored tensors, or None when absent, unreadable, or not what ``shapes`` expects (names, and
+        shapes where given) or not finite; those are logged and treated as absent, so they are recomputed."""
         if not self.enabled:
             return None
         path = self.path(kind, key)
@@ -109,6 +110,11 @@ class ArtefactCache:
             logger.warning("ignoring unreadable cached artefact %s (%s)", path, err)
             self.misses += 1
             return None
+        problem = _mismatch(tensors, shapes or {})
+        if problem:
+            logger.warning("ignoring damaged cached artefact %s (%s); it is computed again", path, problem)
+            self.misses += 1
+            return None
         self.hits += 1
         logger.info("reusing cached %s %s", kind, path.name)
         return tensors
@@ -121,15 +127,37 @@ class ArtefactCache:
             return
         from safetensors.torch import save_file
 
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(kind, key)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
+        temporary = None
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(handle)
             contiguous = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
             meta = {k: str(v) for k, v in (metadata or {}).items()}
             save_file(contiguous, temporary, metadata=meta)
             os.replace(temporary, path)
+        except OSError as err:  # the edit itself is done: go on without keeping the artefact
+            logger.warning(
+                "cannot keep the %s artefact in the cache folder %s (%s); continuing without it (choose another "
+                "folder with --cache-dir, or --no-cache)",
+                kind,
+                self.directory,
+                err,
+            )
         finally:
-            if os.path.exists(temporary):
+            if temporary is not None and os.path.exists(temporary):
                 os.remove(temporary)
+
+
+def _mismatch(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple | None]) -> str | None:
+    """What is wrong with cached ``tensors`` against the expected names and shapes, or None."""
+    for name, shape in shapes.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            return f"no tensor {name!r}"
+        if shape is not None and tuple(tensor.shape) != tuple(shape):
+            return f"{name!r} has shape {tuple(tensor.shape)}, expected {tuple(shape)}"
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{name!r} holds values that are not finite"
+    return None

@@ -15,7 +15,9 @@ A spec names the images, prompts and settings of each edit (see ``samples/edits/
     output = "red_circle_right.png" # relative to output_dir
     sweep_alpha = [0.4, 0.6, 0.8]   # optional, as are all EditConfig fields (alpha, steps_source, ...)
 
-Relative paths are read against the spec file's folder.
+Relative paths (images, outputs, a model folder or recipe file) are read against the spec file's folder.
+Settings apply in this order, later winning: the model's defaults, ``[defaults]``, the command line, the
+item's own.
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ class BatchSpec:
     model: str | None
     items: list[BatchItem] = field(default_factory=list)
     invalid: list[tuple[int, str]] = field(default_factory=list)
+    defaults: dict = field(default_factory=dict)
+    base_config: EditConfig | None = None  # set by ``configure``
+
+    def configure(self, base_for) -> EditConfig:
+        """Settle the settings every item starts from, ``base_for(defaults)``, and check each item's own
+        settings against it (an item that fails moves to ``invalid``); returns the base config."""
+        try:
+            self.base_config = base_for(self.defaults)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"batch spec {self.path}: [defaults]: {err}") from err
+        usable = []
+        for item in self.items:
+            try:
+                self.base_config.with_values(**item.settings)
+                usable.append(item)
+            except (ValueError, TypeError) as err:
+                self.invalid.append((item.index, str(err)))
+        self.items = usable
+        return self.base_config
 
 
 def load_spec(path: str | Path, output_dir: str | Path | None = None) -> BatchSpec:
@@ -81,12 +102,25 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None) -> BatchSp
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise TypeError(f"batch spec {path}: [defaults] must be a table of edit settings")
+    unknown = sorted(set(defaults) - SETTING_KEYS - ITEM_KEYS)
+    if unknown:
+        known = sorted(SETTING_KEYS | ITEM_KEYS)
+        raise ValueError(f"batch spec {path}: unknown [defaults] key(s) {unknown}; known: {known}")
+    for key in ("model", "output_dir"):
+        if key in data and not isinstance(data[key], str):
+            raise TypeError(f"batch spec {path}: {key} = {data[key]!r} must be a string")
     folder = path.parent
     out_dir = Path(output_dir) if output_dir is not None else folder / data.get("output_dir", ".")
-    spec = BatchSpec(path, data.get("model"))
+    model = data.get("model")
+    if model is not None and (folder / model).exists():  # a folder or recipe file beside the spec
+        model = str(folder / model)
+    # edit settings from [defaults] sit under the command line's; item keys (sweeps, ...) are shared as given
+    settings = {k: v for k, v in defaults.items() if k in SETTING_KEYS}
+    shared = {k: v for k, v in defaults.items() if k not in SETTING_KEYS}
+    spec = BatchSpec(path, model, defaults=settings)
     for index, entry in enumerate(entries, start=1):
         try:
-            spec.items.append(_item(index, {**defaults, **entry}, folder, out_dir))
+            spec.items.append(_item(index, {**shared, **entry}, folder, out_dir))
         except (ValueError, TypeError) as err:
             spec.invalid.append((index, str(err)))
     return spec
@@ -100,7 +134,6 @@ def _item(index: int, entry: dict, folder: Path, out_dir: Path) -> BatchItem:
     if missing:
         raise ValueError(f"missing key(s) {missing}")
     settings = {k: entry[k] for k in SETTING_KEYS & set(entry)}
-    EditConfig().with_values(**settings)  # checked now, so a bad value is reported before any work
     return BatchItem(
         index=index,
         image=folder / str(entry["image"]),
@@ -128,10 +161,16 @@ def run_batch(
     overwrite: bool = False,
     cache_config=None,
 ) -> BatchResult:
-    """Run every valid item of ``spec``; each failure is logged, kept in ``failed`` and the next item runs."""
+    """Run every valid item of ``spec``; each failure is logged, kept in ``failed`` and the next item runs.
+
+    Unless the spec was configured (as the command does), items start from ``base_config`` (default
+    ``EditConfig()``) with the spec's ``[defaults]`` over it.
+    """
     from .editor import NonRigidEditor
 
-    base_config = base_config or EditConfig()
+    if spec.base_config is None:
+        spec.configure(lambda defaults: (base_config or EditConfig()).with_values(**defaults))
+    base_config = spec.base_config
     result = BatchResult(failed=list(spec.invalid))
     for index, message in spec.invalid:
         logger.error("item %d of %s: %s", index, spec.path, message)

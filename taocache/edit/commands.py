@@ -111,22 +111,33 @@ def _recipe(args):
     """The recipe ``--model`` names (cheap: nothing is loaded), so settings can be checked before loading."""
     from ..recipes import find_recipe
 
-    return find_recipe(args.model, kind="image")
+    recipe = find_recipe(args.model, kind="image")
+    if recipe.kind != "image":
+        raise ValueError(
+            f"--model {args.model} is a {recipe.kind} model; editing needs a text-to-image Stable Diffusion "
+            "pipeline (default: tiny-t2i)"
+        )
+    return recipe
 
 
 def _config(args, recipe) -> EditConfig:
-    return default_config(recipe.name).with_values(
-        alpha=args.alpha,
-        steps_source=args.steps_source,
-        inversion=args.inversion,
-        num_steps=args.num_steps,
-        guidance_scale=args.guidance_scale,
-        text_steps=args.text_steps,
-        text_lr=args.text_lr,
-        null_inner_steps=args.null_inner_steps,
-        null_lr=args.null_lr,
-        seed=args.edit_seed,
-    )
+    return default_config(recipe.name).with_values(**_cli_settings(args))
+
+
+def _cli_settings(args) -> dict:
+    """The edit settings given on the command line (None where not given, which keeps the default)."""
+    return {
+        "alpha": args.alpha,
+        "steps_source": args.steps_source,
+        "inversion": args.inversion,
+        "num_steps": args.num_steps,
+        "guidance_scale": args.guidance_scale,
+        "text_steps": args.text_steps,
+        "text_lr": args.text_lr,
+        "null_inner_steps": args.null_inner_steps,
+        "null_lr": args.null_lr,
+        "seed": args.edit_seed,
+    }
 
 
 def _cache_dir(args):
@@ -138,7 +149,13 @@ def _cache_dir(args):
 def _load(recipe):
     from ..recipes import load_pipeline
 
-    return load_pipeline(recipe, kind="image")
+    pipe, recipe = load_pipeline(recipe, kind="image")
+    if getattr(pipe, "unet", None) is None or not hasattr(pipe, "encode_prompt"):
+        raise ValueError(
+            f"{recipe.model} loads as {type(pipe).__name__}; editing needs a Stable Diffusion pipeline (a UNet "
+            "and a text encoder)"
+        )
+    return pipe, recipe
 
 
 def _taocache_config(args, pipe, config: EditConfig, prompts: list[str]):
@@ -167,12 +184,14 @@ def _number(value) -> str:
 
 
 def run_edit(args) -> int:
-    from .edit_file import edit_file, parse_list
+    from .edit_file import check_request, edit_file, parse_list
 
     recipe = _recipe(args)
     config = _config(args, recipe)
     alphas = parse_list(args.sweep_alpha, float, "--sweep-alpha")
     steps = parse_list(args.sweep_steps_source, int, "--sweep-steps-source")
+    # everything that can fail on the user's input does so before the model loads (or TaoCache calibrates)
+    check_request(args.image, args.source, args.target, args.output, config, alphas, steps, args.force)
     if args.taocache:
         from .acceleration import cache_available
 
@@ -220,12 +239,14 @@ def run_batch_command(args) -> int:
     if args.model is None:
         args.model = spec.model
     recipe = _recipe(args)
-    config = _config(args, recipe)
+    # the model's defaults, then the spec's [defaults], then the command line; each item's own settings last
+    given = {k: v for k, v in _cli_settings(args).items() if v is not None}
+    config = spec.configure(lambda defaults: default_config(recipe.name).with_values(**{**defaults, **given}))
     pipe, recipe = _load(recipe)
     prompts = [p for item in spec.items for p in (item.source, item.target) if p.strip()] or ["a shape"]
     cache_config = _taocache_config(args, pipe, config, prompts)
     result = run_batch(
-        spec, pipe, recipe, config, _cache_dir(args), overwrite=args.force, cache_config=cache_config
+        spec, pipe, recipe, cache_dir=_cache_dir(args), overwrite=args.force, cache_config=cache_config
     )
     for item, report in result.done:
         print(

@@ -92,18 +92,12 @@ def edit_file(
     editor: NonRigidEditor | None = None,
 ) -> FileEditReport:
     """Edit ``image_path`` and write the result to ``output`` and the grid beside it."""
-    source, target = check_prompt("source", source), check_prompt("target", target)
-    output = check_writable(output, overwrite)
-    grid = check_writable(grid_path(output), overwrite)
-    alphas = _with(sweep_alpha, config.alpha)
-    steps_sources = _with(sweep_steps_source, config.steps_source)
-    for alpha in alphas:  # settings are checked before the expensive stages run
-        config.with_values(alpha=alpha)
-    for steps in steps_sources:
-        config.with_values(steps_source=steps)
+    request = check_request(image_path, source, target, output, config, sweep_alpha, sweep_steps_source, overwrite)
+    source, target, output, grid = request.source, request.target, request.output, request.grid
+    alphas, steps_sources = request.alphas, request.steps_sources
 
     height, width = model_size(pipe, recipe)
-    image = fit_to_model(load_image(image_path), height, width, name=str(image_path))
+    image = fit_to_model(request.image, height, width, name=str(image_path))
     editor = editor or NonRigidEditor(pipe, config, cache_dir=cache_dir)
     prepared = editor.prepare(image, source, target, config)
     reconstruction = editor.reconstruct(prepared)
@@ -126,6 +120,34 @@ def edit_file(
         for e in row
     ]
     return FileEditReport(output, grid, recon, seconds, dict(prepared.from_cache), settings)
+
+
+@dataclass
+class EditRequest:
+    """An edit's inputs, read and checked: what can fail does so before any model work."""
+
+    image: object  # the input as an RGB PIL image
+    source: str
+    target: str
+    output: Path
+    grid: Path
+    alphas: list
+    steps_sources: list
+
+
+def check_request(image_path, source, target, output, config: EditConfig, sweep_alpha=None,
+                  sweep_steps_source=None, overwrite: bool = False) -> EditRequest:
+    """Read the image and check the prompts, the output files and every sweep setting against ``config``."""
+    source, target = check_prompt("source", source), check_prompt("target", target)
+    output = check_writable(output, overwrite)
+    grid = check_writable(grid_path(output), overwrite)
+    alphas = _with(sweep_alpha, config.alpha)
+    steps_sources = _with(sweep_steps_source, config.steps_source)
+    for alpha in alphas:
+        config.with_values(alpha=alpha)
+    for steps in steps_sources:
+        config.with_values(steps_source=steps)
+    return EditRequest(load_image(image_path), source, target, output, grid, alphas, steps_sources)
 
 
 def _with(values, value) -> list:

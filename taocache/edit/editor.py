@@ -133,7 +133,7 @@ class NonRigidEditor:
             lr=config.text_lr,
             seed=config.seed,
         )
-        stored = self.cache.load("text", key)
+        stored = self.cache.load("text", key, {"optimised_embedding": tuple(target_embedding.shape)})
         if stored is not None:
             return stored["optimised_embedding"].to(latent.device), True
         optimised = optimize_text_embedding(
@@ -163,7 +163,7 @@ class NonRigidEditor:
                 version=NULL_TEXT_VERSION,
             )
         key = artefact_key("inversion", image=digest, source=source, model=self.identity, **settings)
-        stored = self.cache.load("inversion", key)
+        stored = self.cache.load("inversion", key, {"noise": tuple(latent.shape), "null_embeddings": None})
         if stored is not None:
             noise, nulls = stored["noise"].to(latent.device), stored["null_embeddings"].to(latent.device)
             return Inversion(config.inversion, noise, nulls), True

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def load_image(path: str | Path) -> PIL.Image.Image:  # noqa: F821
     """The image at ``path`` as RGB; clear errors for a missing, unreadable or non-image file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
@@ -27,7 +27,9 @@ def load_image(path: str | Path) -> PIL.Image.Image:  # noqa: F821
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = opened.copy()
+            image = ImageOps.exif_transpose(opened)  # a photo stored sideways is edited the way it is shown
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path} is too large to read safely ({err}); downscale it first") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(
             f"cannot read {path} as an image ({err}); give a file Pillow can open (PNG, JPEG, WebP, BMP, TIFF, ...)"
@@ -51,8 +53,21 @@ def to_rgb(image, name: str = "image"):
         return Image.alpha_composite(white, rgba).convert("RGB")
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(image, dtype=np.float64)
-        span = float(array.max() - array.min()) or 1.0
-        image = Image.fromarray(np.uint8(np.rint((array - array.min()) / span * 255.0)), mode="L")
+        if image.mode.startswith("I;16"):
+            full = 65535.0
+        elif image.mode == "F" and array.min() >= 0.0 and array.max() <= 1.0:
+            full = 1.0
+        elif image.mode == "I" and array.min() >= 0 and array.max() <= 65535:
+            full = 65535.0 if array.max() > 255 else 255.0  # 32-bit files mostly hold 16- or 8-bit data
+        else:
+            full = None
+        if full is None:
+            low, span = float(array.min()), float(array.max() - array.min()) or 1.0
+            logger.warning("%s: %s values outside a known range; stretched from [%g, %g]", name, mode, low, low + span)
+            array = (array - low) / span
+        else:
+            array = array / full
+        image = Image.fromarray(np.uint8(np.rint(np.clip(array, 0.0, 1.0) * 255.0)), mode="L")
     logger.info("%s: %s image converted to RGB", name, mode)
     return image.convert("RGB")
 

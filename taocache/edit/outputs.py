@@ -25,15 +25,28 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name for the output image")
     _image_format(path)
+    folder = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: the folder {folder} is not writable; choose another output path")
     return path
 
 
 def _image_format(path: Path) -> str:
+    import io
+
     from PIL import Image
 
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown image format for {path}; use a suffix such as .png, .jpg or .webp")
+    try:  # Pillow reads more formats than it writes, and some cannot hold RGB
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+    except (KeyError, OSError, ValueError) as err:
+        raise ValueError(
+            f"Pillow cannot write an RGB image as {path.suffix} ({fmt}); use a suffix such as .png, .jpg or .webp"
+        ) from err
     return fmt
 
 
