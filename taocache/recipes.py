@@ -67,6 +67,12 @@ def _from_toml(path: Path) -> Recipe:
     missing = [k for k in ("name", "model", "pipeline") if k not in data]
     if missing:
         raise ValueError(f"recipe {path} lacks the field(s) {missing}")
+    unknown = sorted(set(data) - set(Recipe.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"recipe {path}: unknown key(s) {unknown}; known: {sorted(Recipe.__dataclass_fields__)}")
+    for table in ("call", "scheduler", "published"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ValueError(f"recipe {path}: [{table}] must be a table")  # noqa: TRY004
     known = {k: data[k] for k in Recipe.__dataclass_fields__ if k in data}
     return Recipe(**known)
 
@@ -101,7 +107,7 @@ def find_recipe(model: str | None = None, kind: str = "video") -> Recipe:
                 return recipe
         kind = "image" if "Video" not in pipeline and pipeline not in ("WanPipeline", "LattePipeline") else "video"
         logger.warning("no recipe for %s: using the pipeline's own call defaults", path)
-        return Recipe(name=path.name, model=str(path), pipeline=pipeline, kind=kind)
+        return Recipe(name=path.name, model=str(path.resolve()), pipeline=pipeline, kind=kind)
     if "/" in model and not path.exists():
         logger.warning("no recipe for hub id %s: using the pipeline's own call defaults", model)
         return Recipe(name=model, model=model, pipeline="DiffusionPipeline", kind=kind)
@@ -133,12 +139,29 @@ def load_pipeline(model: "str | Recipe | None" = None, kind: str = "video", devi
     pipe = cls.from_pretrained(location, dtype=torch_dtype)
     settings = dict(recipe.scheduler)
     scheduler_class = settings.pop("class", None)
+    if scheduler_class and not hasattr(diffusers, scheduler_class):
+        raise ValueError(
+            f"recipe {recipe.name}: [scheduler] class = {scheduler_class!r} is not a diffusers scheduler (for "
+            "example UniPCMultistepScheduler, DDIMScheduler, FlowMatchEulerDiscreteScheduler)"
+        )
     if scheduler_class and type(pipe.scheduler).__name__ != scheduler_class or settings:
         target = getattr(diffusers, scheduler_class) if scheduler_class else type(pipe.scheduler)
         pipe.scheduler = target.from_config(pipe.scheduler.config, **settings)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe, recipe
+
+
+def check_device(device: str | None) -> None:
+    """A clear error for a device string torch does not know (before any model loads)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {device!r} is not a device torch knows (cpu, cuda, cuda:1, mps ...)") from err
 
 
 def with_call(recipe: Recipe, **overrides) -> Recipe:

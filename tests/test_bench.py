@@ -210,17 +210,24 @@ def test_plan_refuses_pipeline_defaults_and_bad_settings():
         make_method("static", {"interval": 0})
     with pytest.raises(ValueError, match="num_inference_steps"):
         StaticSkipConfig(num_inference_steps=0)
+    plan = _plan([], seeds=[0, 0, 1])  # a repeated seed would run, and count, twice
+    assert plan.seeds == [0, 1]
 
 
 def test_records_append_whole_lines_and_skip_torn_ones(tmp_path):
     path = tmp_path / "r.jsonl"
-    append_record(path, {"type": "run", "key": "a", "status": "ok", "psnr": math.inf})
-    append_record(path, {"type": "run", "key": "b", "status": "unsupported"})
+    append_record(path, {"type": "run", "key": "a", "method": "full", "status": "ok", "psnr": math.inf})
+    append_record(path, {"type": "run", "key": "b", "method": "steps", "status": "unsupported"})
     with open(path, "a") as handle:
         handle.write('{"type": "run", "key": "c", "sta')
     records = read_records(path)
     assert [r["key"] for r in records] == ["a", "b"] and records[0]["psnr"] == "inf"
     assert finished_keys(records) == {"a", "b"}
+    append_record(path, {"type": "run", "key": "d", "method": "steps", "status": "ok"})  # after the torn line
+    assert [r["key"] for r in read_records(path)] == ["a", "b", "d"]
+    with open(path, "a") as handle:  # lines that are JSON but no benchmark record (another file's content)
+        handle.write('0.5\nnull\n[1, 2]\n{"type": "run", "key": "e"}\n')
+    assert [r["key"] for r in read_records(path)] == ["a", "b", "d"]
 
 
 def test_report_from_a_real_run(bench_run, tmp_path):

@@ -81,6 +81,43 @@ def test_bench_writes_results_and_report_then_resumes(model, tmp_path, capsys):
     assert "holds a benchmark" in capsys.readouterr().err
 
 
+def test_bench_checks_numbers_and_refuses_another_model_of_the_same_name(model, tmp_path, capsys):
+    from taocache.builders import tiny_wan_pipeline
+
+    recipe, sweep = model
+    base = ["bench", "--sweep", str(sweep), "--out", str(tmp_path / "out"), "--no-progress", "--no-report"]
+    for bad in (["--steps", "0"], ["--repeats", "0"], ["--num-prompts", "0"], ["--threads", "0"],
+                ["--device", "bogus"]):
+        assert main([*base, "--model", str(recipe), *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
+    for name, seed in (("a", 0), ("b", 1)):  # two folders called "tiny", with other weights
+        tiny_wan_pipeline(seed=seed).save_pretrained(tmp_path / name / "tiny")
+    sized = tmp_path / "sized.toml"  # a plain folder has no recipe: the sweep's [call] gives the size
+    sized.write_text(SWEEP.replace("num_inference_steps = 4", "num_inference_steps = 4\nheight = 32\n"
+                                   "width = 32\nnum_frames = 5\nmax_sequence_length = 16"))
+    first = ["bench", "--sweep", str(sized), "--out", str(tmp_path / "same"), "--no-progress", "--no-report",
+             "--threads", "1", "--methods", "steps"]
+    assert main([*first, "--model", str(tmp_path / "a" / "tiny")]) == 0
+    capsys.readouterr()
+    assert main([*first, "--model", str(tmp_path / "b" / "tiny")]) == 2
+    assert "holds a benchmark made otherwise" in capsys.readouterr().err
+
+
+def test_shards_left_by_an_interrupted_multi_process_run_are_merged(model, tmp_path, capsys):
+    recipe, sweep = model
+    args = ["bench", "--model", str(recipe), "--sweep", str(sweep), "--out", str(tmp_path), "--no-progress",
+            "--threads", "1", "--no-report", "--num-prompts", "2"]
+    assert main(args) == 0
+    results = tmp_path / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    second = [line for line in lines if '"prompt_index": 1' in line]
+    results.write_text("".join(line for line in lines if line not in second))
+    (tmp_path / "results.jsonl.shard-1").write_text("".join(second))  # process 1's part, never merged
+    assert main(args) == 0
+    assert "merged 3 records" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.shard-*")) and len(_runs(results)) == 6
+
+
 @pytest.mark.slow
 def test_bench_splits_jobs_over_two_processes(model, tmp_path):
     recipe, sweep = model

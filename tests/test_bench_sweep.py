@@ -39,6 +39,11 @@ def test_grid_expands_and_selection_filters(tmp_path):
         ("methods = 1\n", "unknown top-level"),
         ('description = "x"\n', "no \\[\\[method\\]\\]"),
         ("[[method]\n", "not valid TOML"),
+        ('[run]\nnum_promts = 2\n[[method]]\nname = "steps"\n', "unknown \\[run\\] key"),
+        ('[run]\nrepeats = "3"\n[[method]]\nname = "steps"\n', "repeats"),
+        ('[run]\nseeds = 5\n[[method]]\nname = "steps"\n', "seeds"),
+        ('[[method]]\nname = "steps"\nsettings = 5\n', "list of tables"),
+        ("[[method]]\nname = 3\n", "no name"),
     ],
 )
 def test_bad_sweeps_say_what_is_wrong(tmp_path, text, message):
@@ -76,12 +81,12 @@ def test_sharding_covers_every_job_once():
 
 def test_merge_moves_shard_records_into_one_file(tmp_path):
     results = tmp_path / "results.jsonl"
-    append_record(results, {"type": "run", "key": "a", "status": "ok"})
+    append_record(results, {"type": "run", "key": "a", "method": "steps", "status": "ok"})
     append_record(shard_path(results, 0), {"type": "session", "key": "s0"})
-    append_record(shard_path(results, 0), {"type": "run", "key": "b", "status": "ok"})
+    append_record(shard_path(results, 0), {"type": "run", "key": "b", "method": "steps", "status": "ok"})
     append_record(shard_path(results, 1), {"type": "session", "key": "s1"})
-    append_record(shard_path(results, 1), {"type": "run", "key": "c", "status": "ok"})
-    append_record(shard_path(results, 1), {"type": "run", "key": "a", "status": "ok"})  # already merged
+    append_record(shard_path(results, 1), {"type": "run", "key": "c", "method": "steps", "status": "ok"})
+    append_record(shard_path(results, 1), {"type": "run", "key": "a", "method": "steps", "status": "ok"})  # already merged
     assert merge_shards(results) == 4
     keys = [r["key"] for r in read_records(results)]
     assert sorted(keys) == ["a", "b", "c", "s0", "s1"]

@@ -66,6 +66,16 @@ def test_load_pipeline_from_a_local_folder_with_a_recipe_file(tmp_path):
     assert out.frames.shape == (1, 5, 32, 32, 3)
     pipe2, recipe2 = load_pipeline(str(folder))
     assert recipe2.name == "tiny-wan" and recipe2.kind == "video"
+    assert recipe2.model == str(folder.resolve())  # where it came from, whatever the working folder
+
+    misspelt = tmp_path / "misspelt.toml"
+    misspelt.write_text(recipe_file.read_text().replace("[scheduler]", "[schedular]"))
+    with pytest.raises(ValueError, match="unknown key"):
+        load_pipeline(str(misspelt))
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text(recipe_file.read_text().replace("flow_shift = 5.0", 'class = "NoSuchScheduler"'))
+    with pytest.raises(ValueError, match="not a diffusers scheduler"):
+        load_pipeline(str(unknown))
 
 
 def test_editing_samples_each_image_model_at_its_recipe_guidance():

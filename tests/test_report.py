@@ -145,6 +145,13 @@ def test_report_refuses_a_file_without_records(tmp_path):
         write_report(empty, tmp_path / "out")
 
 
+def test_report_refuses_to_average_two_models(results, tmp_path):
+    other = json.loads(next(line for line in results.read_text().splitlines() if '"session"' in line))
+    append_record(results, {**other, "key": "s2", "model": "another"})
+    with pytest.raises(ValueError, match="mixes benchmarks"):
+        write_report(results, tmp_path / "out")
+
+
 def test_a_published_summary_carries_its_media(results, tmp_path):
     out = tmp_path / "published"
     paths = write_report(results, out, html=False, copy_media=True)

@@ -45,6 +45,9 @@ def test_world_eval_cli_refuses_to_overwrite_and_checks_input(tmp_path, capsys):
     out.write_text("{}")
     assert main(["world-eval", "--model", "latte-1", "--captions", "0"]) == 2
     assert "--captions=0" in capsys.readouterr().err
+    for bad, message in ((["--steps", "0"], "--steps=0"), (["--device", "bogus"], "not a device")):
+        assert main(["world-eval", "--model", "latte-1", *bad]) == 2
+        assert message in capsys.readouterr().err
     folder = tmp_path / "wan"
     tiny_wan_pipeline().save_pretrained(folder)
     assert main(["world-eval", "--model", str(folder), "--captions", "1", "--output", str(out)]) == 2

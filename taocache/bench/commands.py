@@ -100,51 +100,79 @@ def _check_out(results: Path, plan, force: bool) -> None:
     from .records import read_records
 
     sessions = [r for r in read_records(results) if r.get("type") == "session"]
-    mismatched = [s for s in sessions if s.get("model") != plan.model or s.get("call") != plan.call]
+    mine = _comparable(plan)
+    mismatched = [s for s in sessions if any(s.get(k, v) != v for k, v in mine.items())]
     if not mismatched:
         return
     old = mismatched[0]
     if not force:
+        differ = ", ".join(f"{k} {old.get(k)!r} here, {v!r} asked" for k, v in mine.items() if old.get(k, v) != v)
         raise FileExistsError(
-            f"{results} holds a benchmark of {old.get('model')} with call {old.get('call')}, not of "
-            f"{plan.model} with {plan.call}; choose another --out, or pass --force to move the old file aside"
+            f"{results} holds a benchmark made otherwise ({differ}); choose another --out, or pass --force to "
+            "move the old file aside"
         )
     aside = results.with_name(f"{results.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
     results.rename(aside)
     logger.info("moved the earlier results aside to %s", aside)
 
 
+def _comparable(plan) -> dict:
+    """What a session record must share with this plan for their runs to be compared in one file (records
+    written before a field existed do not hold it and are not refused for it)."""
+    return {
+        "model": plan.model,
+        "source": plan.source,
+        "call": plan.call,
+        "lpips_net": plan.lpips_net,
+        "calibration_prompts": plan.calibration_prompts,
+    }
+
+
+def _positive(name: str, value, allow_none: bool = True):
+    if value is None and allow_none:
+        return None
+    if value is None or value < 1:
+        raise ValueError(f"{name} {value} must be at least 1")
+    return value
+
+
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from ..recipes import load_pipeline
-    from .records import merge_shards
+    from ..recipes import check_device, load_pipeline
+    from .records import merge_shards, shard_files
     from .runner import Benchmark, BenchPlan
     from .sweep import load_sweep, read_prompts, spread, world_calibration_prompts, world_prompts
 
-    if args.threads:
+    for name in ("threads", "steps", "repeats", "num_prompts"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.media_pairs < 0:
+        raise ValueError(f"--media-pairs {args.media_pairs} must be 0 or more")
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
+    check_device(args.device)
     sweep = load_sweep(args.sweep).select(args.methods.split(",") if args.methods else None)
     state, index, count, accelerator = _distributed(args.device)
     device = args.device or accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe, recipe = load_pipeline(args.model, kind=args.kind, device=device)
-    call = recipe.call_kwargs(
-        **{**sweep.call, "num_inference_steps": args.steps or sweep.call.get("num_inference_steps")}
-    )
+    steps = args.steps if args.steps is not None else sweep.call.get("num_inference_steps")
+    call = recipe.call_kwargs(**{**sweep.call, "num_inference_steps": steps})
     prompts = (
         read_prompts(args.prompts or sweep.run["prompts"])
         if (args.prompts or "prompts" in sweep.run)
         else None
     )
-    prompts = spread(prompts or world_prompts(recipe.kind), args.num_prompts or sweep.run.get("num_prompts"))
+    num_prompts = args.num_prompts if args.num_prompts is not None else sweep.run.get("num_prompts")
+    prompts = spread(prompts or world_prompts(recipe.kind), num_prompts)
     plan = BenchPlan(
         model=recipe.name,
+        source=recipe.model,
         kind=recipe.kind,
         call=call,
         prompts=prompts,
-        seeds=args.seeds or sweep.run.get("seeds", [0]),
+        seeds=args.seeds if args.seeds is not None else sweep.run.get("seeds", [0]),
         methods=sweep.methods,
-        repeats=args.repeats or sweep.run.get("repeats", 3),
+        repeats=args.repeats if args.repeats is not None else sweep.run.get("repeats", 3),
         media_pairs=args.media_pairs,
         calibration_prompts=args.calibration_prompts or world_calibration_prompts(recipe.kind),
         lpips_net=args.lpips_net,
@@ -155,6 +183,8 @@ def run_bench(args: argparse.Namespace) -> int:
     results = out / "results.jsonl"
     if index == 0:
         _check_out(results, plan, args.force)
+        if count == 1 and shard_files(results):  # left by an interrupted run over several processes
+            print(f"merged {merge_shards(results)} records left by an interrupted multi-process run")
     if state is not None and count > 1:
         state.wait_for_everyone()
     bench = Benchmark(

@@ -49,6 +49,11 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
     line = json.dumps(_jsonable(record), sort_keys=True) + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            if existing.read(1) != b"\n":  # a torn last line: end it, so this record stands on its own line
+                line = "\n" + line
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()
@@ -66,11 +71,22 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 logger.warning(
                     "%s line %d is not a complete record (interrupted write?): skipped", path, number
                 )
+                continue
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("type"), str)
+                or "key" not in record
+                or (record["type"] == "run" and not {"method", "status"} <= set(record))
+            ):
+                logger.warning("%s line %d is not a benchmark record: skipped (is this a results.jsonl "
+                               "written by `taocache bench`?)", path, number)
+                continue
+            records.append(record)
     return records
 
 

@@ -56,6 +56,7 @@ class BenchPlan:
     seeds: list[int]
     methods: list[Method]
     kind: str = "video"
+    source: str = ""  # where the model was loaded from (a resolved folder or a hub id)
     repeats: int = 3
     media_pairs: int = 1
     calibration_prompts: list[str] = field(default_factory=list)
@@ -66,6 +67,12 @@ class BenchPlan:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in ("prompts", "seeds"):  # a repeated prompt or seed would run, and count, twice
+            values = list(getattr(self, name))
+            unique = list(dict.fromkeys(values))
+            if len(unique) < len(values):
+                logger.warning("%d repeated %s dropped: each runs once", len(values) - len(unique), name)
+            setattr(self, name, unique)
         if "num_inference_steps" not in self.call:
             raise ValueError(
                 "the call arguments lack num_inference_steps: give the model a recipe (pipelines/*.toml) "
@@ -324,6 +331,9 @@ class Benchmark:
             "processes": self.process_count,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "model": plan.model,
+            "source": plan.source,
+            "lpips_net": plan.lpips_net,
+            "calibration_prompts": plan.calibration_prompts,
             "kind": plan.kind,
             "pipeline": type(self.pipe).__name__,
             "call": plan.call,

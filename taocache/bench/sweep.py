@@ -78,6 +78,8 @@ def _resolve(path: str | Path, folder: Path, suffix: str) -> Path:
 
 
 def _settings_of(entry: dict, where: str) -> list[dict]:
+    if not isinstance(entry.get("settings", []), list):
+        raise ValueError(f"{where}: settings must be a list of tables, e.g. settings = [{{ steps = 10 }}]")  # noqa: TRY004
     settings = list(entry.get("settings", []))
     grid = entry.get("grid")
     if grid is not None:
@@ -104,11 +106,17 @@ def load_sweep(path: str | Path | None = None) -> Sweep:
         raise ValueError(
             f"sweep {file}: unknown top-level key(s) {unknown}; known: description, call, run, method"
         )
+    _check_tables(file, data)
     methods = []
     for number, entry in enumerate(data.get("method", []), 1):
         where = f"sweep {file}, method #{number}"
-        if "name" not in entry:
-            raise ValueError(f"{where} has no name")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a [[method]] table")  # noqa: TRY004
+        unknown = sorted(set(entry) - {"name", "series", "settings", "grid"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known: name, series, settings, grid")
+        if not isinstance(entry.get("name"), str):
+            raise ValueError(f"{where} has no name (a string such as \"taocache\")")  # noqa: TRY004
         if entry["name"] == "full":
             raise ValueError(
                 f"{where}: the full run is always run as the reference; leave it out of the sweep"
@@ -123,6 +131,34 @@ def load_sweep(path: str | Path | None = None) -> Sweep:
     return Sweep(
         file.stem, data.get("description", ""), dict(data.get("call", {})), dict(data.get("run", {})), methods
     )
+
+
+#: What a sweep's [run] table may hold, with the type of each value.
+RUN_KEYS = {"prompts": str, "num_prompts": int, "seeds": list, "repeats": int}
+
+
+def _check_tables(file: Path, data: dict) -> None:
+    """Clear errors for a misspelt [run] key or a value of the wrong type (instead of one silently ignored)."""
+    if not isinstance(data.get("call", {}), dict) or not isinstance(data.get("run", {}), dict):
+        raise ValueError(f"sweep {file}: [call] and [run] must be tables")  # noqa: TRY004
+    if not isinstance(data.get("method", []), list):
+        raise ValueError(f"sweep {file}: methods are [[method]] tables")  # noqa: TRY004
+    run = data.get("run", {})
+    unknown = sorted(set(run) - set(RUN_KEYS))
+    if unknown:
+        raise ValueError(f"sweep {file}: unknown [run] key(s) {unknown}; known: {', '.join(RUN_KEYS)}")
+    for key, kind in RUN_KEYS.items():
+        value = run.get(key)
+        if value is None:
+            continue
+        wrong = not isinstance(value, kind) or isinstance(value, bool)
+        if key == "seeds":
+            wrong = wrong or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+        elif kind is int:
+            wrong = wrong or value < 1
+        if wrong:
+            shown = "a list of whole numbers" if key == "seeds" else ("a whole number >= 1" if kind is int else "a string")
+            raise ValueError(f"sweep {file}: [run] {key} = {value!r} must be {shown}")
 
 
 def read_prompts(path: str | Path) -> list[str]:

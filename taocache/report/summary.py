@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -45,6 +46,13 @@ def summarise(results: str | Path) -> dict:
             f"{results} holds no benchmark records (sessions: {len(sessions)}, runs: {len(runs)})"
         )
     last = sessions[-1]
+    benchmarks = {json.dumps([s.get("model"), s.get("source"), s.get("call")], sort_keys=True, default=str)
+                  for s in sessions}
+    if len(benchmarks) > 1:
+        raise ValueError(
+            f"{results} mixes benchmarks of different models or call settings ({len(benchmarks)} of them), whose "
+            "runs cannot be averaged together; report each results file on its own"
+        )
     numbers = agg.aggregate(runs)
     lpips = last.get("lpips", {})
     return {

@@ -38,8 +38,15 @@ def run(args) -> int:
     from ..recipes import ROOT, load_pipeline
     from .evaluate import evaluate_model
 
+    from ..recipes import check_device
+
     if not 1 <= args.captions <= 50:
         raise ValueError(f"--captions={args.captions} must be between 1 and 50")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps={args.steps} must be at least 1")
+    if args.guidance is not None and not args.guidance >= 0:
+        raise ValueError(f"--guidance={args.guidance} must be a number >= 0")
+    check_device(args.device)
     pipe, recipe = load_pipeline(args.model, kind=args.kind, device=args.device)
     suffix = "" if args.split == "held-out" else f"-{args.split}"
     output = args.output or ROOT / "eval" / "results" / f"model-{recipe.name}{suffix}.json"
