@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
+    except (ValueError, TypeError, OSError) as err:  # bad input, or a file that cannot be read or written
         print(f"taocache {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -92,7 +92,7 @@ def find_recipe(model: str | None = None, kind: str = "video") -> Recipe:
             raise FileNotFoundError(f"recipe file {path} does not exist")
         return _from_toml(path)
     named = PIPELINES_DIR / f"{model}.toml"
-    if named.is_file():
+    if path.name == model and named.is_file():  # a bare name; a path is never read as a recipe name
         return _from_toml(named)
     if path.is_dir():
         index = path / "model_index.json"

@@ -182,3 +182,33 @@ def test_calibrate_command(wan_folder, tmp_path, capsys):
     assert cli(args) == 2 and "--force" in capsys.readouterr().err
     assert cli(args + ["--force"]) == 0
     assert np.isfinite(taocache.Calibration.load(out).timesteps).all()
+
+
+def test_commands_check_their_numbers_and_output_before_loading(tmp_path, capsys, monkeypatch):
+    from taocache import recipes
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(recipes, "load_pipeline", no_model)
+    monkeypatch.chdir(tmp_path)  # default outputs land here, none exists yet
+    (tmp_path / "a-file").write_text("")
+    bad_calls = [
+        (["run", "--steps", "0"], "--steps 0"),
+        (["run", "--height", "-3"], "--height -3"),
+        (["run", "--calibration-prompts", "-1"], "--calibration-prompts -1"),
+        (["run", "--output", str(tmp_path / "a-file" / "v.gif")], "not a writable folder"),
+        (["calibrate", "--horizon", "0"], "--horizon 0"),
+        (["calibrate", "--frames", "0"], "--frames 0"),
+        (["tune", "--target-psnr", "30", "--margin", "nan"], "--margin nan"),
+        (["tune", "--target-psnr", "30", "--steps", "0"], "--steps 0"),
+        (["fit-teacache", "--degree", "0"], "--degree=0"),
+        (["fit-teacache", "--steps", "3", "--warmup", "5"], "more than --warmup"),
+    ]
+    for argv, message in bad_calls:
+        assert cli(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    taken = tmp_path / "tuned.calibration.json"
+    taken.write_text("{}")  # tune would write its calibration here: a file of the user's
+    assert cli(["tune", "--target-psnr", "30", "--output", str(tmp_path / "tuned.json")]) == 2
+    assert "tuned.calibration.json exists" in capsys.readouterr().err and taken.read_text() == "{}"

@@ -66,6 +66,9 @@ def test_fit_polynomial_recovers_a_known_polynomial():
     assert r2 == pytest.approx(1.0) and rmse < 1e-9
     with pytest.raises(ValueError, match="degree-4"):
         fit_polynomial(x[:4], x[:4], degree=4)
+    repeated = np.repeat(x[:3], 4)  # twelve points, three places: both guidance branches share the indicator
+    with pytest.raises(ValueError, match="3 distinct"):
+        fit_polynomial(repeated, repeated, degree=4)
 
 
 def test_fit_on_full_runs_gives_a_file_teacache_loads(wan, tmp_path):

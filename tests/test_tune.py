@@ -73,10 +73,13 @@ def test_stacked_cost_counts_teacache_skips(loose):
     assert stacked.cost < alone.cost  # TeaCache skipped some of the calls TaoCache computed
 
 
-def test_strict_target_keeps_the_cautious_candidate_or_none(wan, monkeypatch):
+def test_a_target_only_the_plain_pipeline_meets_chooses_nothing(wan, monkeypatch):
     _small_grid(monkeypatch, budgets=(1e-9, 50.0))
     cautious = tune(wan, SEARCH[:1], [], target_psnr=400.0, call_kwargs=CALL, progress=False, stack=False)
-    assert cautious.chosen.configs[0].error_budget == 1e-9 and cautious.chosen.cost == 1.0
+    skipped_nothing = [c for c in cautious.candidates if c.cost == 1.0]
+    assert skipped_nothing and cautious.chosen is None  # meeting it by skipping nothing is no configuration
+    with pytest.raises(ValueError, match="margin_db"):
+        tune(wan, SEARCH[:1], [], target_psnr=20.0, call_kwargs=CALL, progress=False, margin_db=float("nan"))
     _small_grid(monkeypatch, budgets=(50.0,))
     result = tune(wan, SEARCH[:1], CHECK, target_psnr=400.0, call_kwargs=CALL, progress=False, stack=False)
     assert result.chosen is None and result.check == []

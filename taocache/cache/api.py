@@ -263,6 +263,7 @@ def calibrate(
         )
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be a non-empty list of strings")
+    CalibrationRecorder(horizon)  # checks the horizon before any hook goes on
     kwargs = dict(call_kwargs or {})
     kwargs.setdefault("output_type", "latent")
     if save and path is not None and Path(path).exists() and not overwrite:

@@ -209,10 +209,10 @@ class Calibration:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+        from ..io import atomic_write_text
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
         self.source = str(path)
         return path
 

@@ -94,10 +94,30 @@ def _add_model_arguments(parser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
 
 
+def check_model_arguments(args) -> None:
+    """Clear errors for sizes and counts out of range, before anything loads."""
+    for name in ("steps", "height", "width", "frames"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} {value} must be at least 1")
+    if args.guidance is not None and not args.guidance >= 0:
+        raise ValueError(f"--guidance {args.guidance} must be a number >= 0")
+
+
+def check_output_folder(path: Path | None) -> None:
+    """A clear error, before any work, when ``path`` could not be written."""
+    if path is None:
+        return
+    folder = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: {folder} is not a writable folder; choose another path")
+
+
 def _load(args):
     """(pipeline, recipe, call kwargs): the recipe's call arguments with the command-line overrides."""
     from ..recipes import load_pipeline
 
+    check_model_arguments(args)
     pipe, recipe = load_pipeline(args.model, kind="video")
     call = recipe.call_kwargs(
         num_inference_steps=args.steps, height=args.height, width=args.width, guidance_scale=args.guidance
@@ -132,6 +152,17 @@ def _generate(pipe, prompt, seed, call) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     output = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **call)
     return _frames(output), time.perf_counter() - start
+
+
+def _check_mp4_writer() -> None:
+    """MP4 needs imageio's ffmpeg or PyAV plugin; say so before the runs, not after."""
+    import importlib.util
+
+    if not any(importlib.util.find_spec(name) for name in ("imageio_ffmpeg", "av")):
+        raise ValueError(
+            "writing .mp4 needs imageio's ffmpeg plugin (pip install imageio-ffmpeg) or PyAV (pip install av); "
+            "or write a .gif"
+        )
 
 
 def write_side_by_side(path: Path, left: np.ndarray, right: np.ndarray, fps: float) -> Path:
@@ -169,8 +200,14 @@ def run_command(args) -> int:
         raise ValueError(f"--output {args.output} must end in one of {_OUTPUT_SUFFIXES}")
     if not math.isfinite(args.fps) or args.fps <= 0:
         raise ValueError(f"--fps {args.fps:g} must be a number > 0")
+    if args.calibration_prompts < 1:
+        raise ValueError(f"--calibration-prompts {args.calibration_prompts} must be at least 1")
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output} exists; pass --force to overwrite it")
+    check_output_folder(args.output)
+    if args.output.suffix == ".mp4":
+        _check_mp4_writer()
+    check_model_arguments(args)
     pipe, recipe, call = _load(args)
     train, held = split(video=recipe.kind == "video")
     prompt = args.prompt or held[0].caption
@@ -234,6 +271,9 @@ def calibrate_command(args) -> int:
         raise ValueError(f"--prompts-file {args.prompts_file} holds no prompt")
     if args.output is not None and args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output} exists; pass --force to overwrite it")
+    if not 1 <= args.horizon <= 8:
+        raise ValueError(f"--horizon {args.horizon} must be between 1 and 8")
+    check_output_folder(args.output)
     pipe, recipe, call = _load(args)
     if prompts is None:
         prompts = [s.caption for s in split(video=recipe.kind == "video")[0]]

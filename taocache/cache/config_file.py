@@ -42,7 +42,7 @@ def _entry(config, path: Path, overwrite: bool) -> dict:
         if item.name == "recorder":
             continue  # a callable for fitting, not a setting
         if isinstance(value, Calibration):
-            target = path.with_name(path.stem + ".calibration.json")
+            target = calibration_path(path)
             value.save(target, overwrite=overwrite)
             value = target.name
         elif isinstance(value, ModelMatch):
@@ -56,6 +56,12 @@ def _entry(config, path: Path, overwrite: bool) -> dict:
             value = list(value)
         entry[item.name] = value
     return entry
+
+
+def calibration_path(path: str | Path) -> Path:
+    """Where a configuration file written to ``path`` keeps the calibration it was tuned with."""
+    path = Path(path)
+    return path.with_name(path.stem + ".calibration.json")
 
 
 def save_configs(path: str | Path, configs, tuned: dict | None = None, overwrite: bool = False) -> Path:

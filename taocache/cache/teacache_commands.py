@@ -80,19 +80,32 @@ def _prompts(args) -> list[str]:
 
 
 def run(args) -> int:
-    from ..recipes import ROOT, load_pipeline
+    from ..recipes import ROOT, find_recipe, load_pipeline
+    from .commands import check_output_folder
     from .teacache_fit import coefficient_file_content, fit_teacache, write_coefficient_file
 
     if args.warmup < 1:
         raise ValueError(f"--warmup={args.warmup} must be >= 1 (the first step has nothing to compare with)")
+    for name, value in (("--degree", args.degree), ("--batch", args.batch)):
+        if value < 1:
+            raise ValueError(f"{name}={value} must be >= 1")
+    if args.steps is not None and min(args.steps) <= args.warmup:
+        raise ValueError(f"--steps {args.steps} must each be more than --warmup {args.warmup}: nothing to fit")
     prompts = _prompts(args)
-    pipe, recipe = load_pipeline(args.model, kind="video")
-    if getattr(pipe, "transformer", None) is None:
-        raise ValueError(f"{recipe.name} has no transformer: TeaCache caches a transformer's block stack")
+    recipe = find_recipe(args.model, kind="video")
+    if not recipe.call:
+        raise ValueError(
+            f"no recipe for {recipe.model}: the fit would run at the pipeline's own default size (480x832x81 for "
+            "Wan); give --model a recipe file (pipelines/*.toml) that records the size, frames and steps"
+        )
     safe_name = re.sub(r"[^\w.-]+", "-", recipe.name)
     output = args.output or ROOT / "pipelines" / "coefficients" / f"{safe_name}-teacache.json"
     if output.exists() and not args.force:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+    check_output_folder(output)
+    pipe, recipe = load_pipeline(recipe, kind="video")
+    if getattr(pipe, "transformer", None) is None:
+        raise ValueError(f"{recipe.name} has no transformer: TeaCache caches a transformer's block stack")
     call_kwargs = recipe.call_kwargs(guidance_scale=args.guidance)
     fit = fit_teacache(
         pipe,

@@ -106,10 +106,11 @@ def fit_polynomial(x: np.ndarray, y: np.ndarray, degree: int = 4) -> tuple[np.nd
         raise ValueError(f"degree={degree} must be >= 1")
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = x[finite], y[finite]
-    if len(x) <= degree:
+    distinct = len(np.unique(x))  # guidance branches share the indicator, so points can repeat
+    if distinct <= degree:
         raise ValueError(
-            f"{len(x)} measured step pairs cannot fit a degree-{degree} polynomial; run more "
-            "prompts or steps, or lower the degree"
+            f"{len(x)} measured step pairs ({distinct} distinct indicator values) cannot fit a degree-{degree} "
+            "polynomial; run more prompts or steps, or lower the degree"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", np.exceptions.RankWarning)

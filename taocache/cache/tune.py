@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -230,6 +231,8 @@ def tune(
     from .commands import _frames
 
     targets = Targets(target_psnr, target_ssim, target_lpips)
+    if not isinstance(margin_db, (int, float)) or not math.isfinite(margin_db) or margin_db < 0:
+        raise ValueError(f"margin_db={margin_db!r} must be a finite number of dB >= 0")
     if target_lpips is not None and (lpips_model is None or not getattr(lpips_model, "available", True)):
         reason = getattr(lpips_model, "reason", "") or "no LPIPS model was given"
         raise ValueError(f"cannot tune for an LPIPS target: {reason}; use target_psnr or target_ssim instead")
@@ -271,7 +274,8 @@ def tune(
             disable(pipe)
         candidate.per_prompt = rows
         candidate.worst = _worst(rows)
-    passing = [c for c in tried if targets.met(c.worst, margin_db)]
+    # a configuration that skipped nothing only meets a target the plain pipeline meets: no answer to tuning
+    passing = [c for c in tried if c.cost < 1.0 and targets.met(c.worst, margin_db)]
     chosen = min(passing, key=lambda c: c.cost) if passing else None
     check = []
     if chosen is not None:

@@ -35,10 +35,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..io import refuse_overwrite, write_json
     from ..metrics import format_rate
-    from ..recipes import ROOT, load_pipeline
+    from ..recipes import ROOT, check_device, load_pipeline
     from .evaluate import evaluate_model
-
-    from ..recipes import check_device
 
     if not 1 <= args.captions <= 50:
         raise ValueError(f"--captions={args.captions} must be between 1 and 50")
