@@ -1,6 +1,7 @@
 """The editing commands (`taocache edit`, `edit-batch`, `edit-eval`), run in-process on a tiny pipeline folder."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -49,6 +50,9 @@ def test_edit_writes_the_edit_and_a_grid_and_reuses_artefacts(model_dir, image_f
     assert "text computed" in printed and "inversion computed" in printed
     edit = np.asarray(Image.open(output))
     grid = np.asarray(Image.open(output.with_name("edit_grid.png")))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not an owner-only one
     assert edit.shape == (64, 64, 3)
     assert grid.shape[1] == 5 * 128  # input, reconstruction, alphas 0, 0.5 and the chosen 0.6
 

@@ -20,13 +20,13 @@ import math
 import os
 import platform
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_write_text
 from ..metrics import format_rate, rate_interval
 from ..world import Scene, agreement, read_image, render, split
 from ..world.scenes import POSITIONS, SIZES, SPLITS
@@ -189,13 +189,6 @@ class RecordFile:
             handle.flush()
             os.fsync(handle.fileno())
         self.records.append(record)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)
 
 
 # ------------------------------------------------------------------------------------------------- running

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import give_usual_mode
+
 #: Each tile of the grid is shown at least this many pixels wide (small models make 64-pixel images).
 GRID_TILE = 128
 
@@ -61,6 +63,7 @@ def save_image(image: np.ndarray, path: str | Path, overwrite: bool = False) -> 
     os.close(handle)
     try:
         Image.fromarray(to_uint8(image)).save(temporary, format=fmt)
+        give_usual_mode(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
