@@ -104,7 +104,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--output", default=str(ROOT / "eval" / "results" / "overhead.json"))
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
     args = p.parse_args(argv)
+    for name in ("layers", "heads", "size", "frames", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} {getattr(args, name)} must be at least 1")
+    if Path(args.output).exists() and not args.force:
+        p.error(f"{args.output} exists; pass --force to replace it")
     torch.set_num_threads(1)
     pipe = build(args)
     params = sum(p.numel() for p in pipe.transformer.parameters())
@@ -155,7 +161,7 @@ def main(argv=None) -> int:
         "speedup_ideal": ideal,
         "speedup_ratio_to_ideal": measured / ideal,
         "targets": {"hook_fraction_of_forward": "<= 0.01", "speedup_ratio_to_ideal": ">= 0.9"},
-        "command": "OMP_NUM_THREADS=1 python eval/bench_overhead.py",
+        "command": " ".join(["OMP_NUM_THREADS=1 python eval/bench_overhead.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     print(f"hook per call: {hook_all * 1000:.3f} ms ({hook_all / forward:.2%} of a forward pass; "
           f"computed calls {hook_computed * 1000:.3f} ms, predicted calls {hook_predicted * 1000:.3f} ms)")

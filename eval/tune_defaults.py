@@ -2,7 +2,7 @@
 equal-cost shorter run, on held-out captions, by PSNR/SSIM of the decoded video against the full run.
 
     OMP_NUM_THREADS=1 python eval/tune_defaults.py                       # the embedded tiny-t2v model
-    OMP_NUM_THREADS=1 python eval/tune_defaults.py --random --steps 20   # a random tiny pipeline (code path)
+    OMP_NUM_THREADS=1 python eval/tune_defaults.py --random --steps 20 --output /tmp/tune-random.json  # code path
 
 The calibration is measured on training captions of the sample world, the evaluation on held-out ones.
 Cost is counted in denoiser calls (computed / total); the equal-cost shorter run is the same pipeline with
@@ -110,6 +110,8 @@ def shorter_psnr_at(cost: float, shorter: dict, steps: int) -> float | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.summary:
+        if not Path(args.output).is_file():
+            sys.exit(f"{args.output} does not exist: run the measurement first (without --summary)")
         summarise(json.loads(Path(args.output).read_text()), args.min_saving)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -124,8 +126,8 @@ def main(argv=None) -> int:
                "calibration_prompts": calibration_prompts, "eval_prompts": eval_prompts, "seed": args.seed}
     results = json.loads(out.read_text()) if out.exists() and not args.force else {}
     if results.get("setting") != setting:
-        if results:
-            logger.info("results in %s are for another setting: starting again", out)
+        if results:  # never replace a results file of other settings unasked
+            sys.exit(f"{out} holds results for other settings; pass --force to replace them, or another --output")
         results = {"setting": setting, "shorter": {}, "configs": {}}
     results["machine"] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "platform": sys.platform}
 

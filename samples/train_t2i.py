@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
-from trainlib import EMA, build_components, encode_captions, seed_everything, train_loop  # noqa: E402
+from trainlib import (  # noqa: E402
+    EMA,
+    NumpyGenerator,
+    build_components,
+    check_args,
+    encode_captions,
+    seed_everything,
+    train_loop,
+)
 
 from taocache.builders import sd_components  # noqa: E402
 from taocache.world import split  # noqa: E402
@@ -70,7 +78,9 @@ def train_vae(vae, scenes, args, ckpt):
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
         return mse + 1e-6 * kl
 
-    return train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
+    settings = {**args.settings, **{k: getattr(args, k) for k in ("vae_steps", "vae_batch", )}}
+    return train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched,
+                      generators={"batches": NumpyGenerator(rng)}, settings=settings)
 
 
 @torch.no_grad()
@@ -112,7 +122,10 @@ def train_unet(components, latents, captions, args, ckpt):
         target = scheduler.get_velocity(x0, noise, t) if velocity else noise
         return torch.nn.functional.mse_loss(pred, target)
 
-    done = train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema)
+    kept = ("unet_steps", "unet_batch", "dataset_size", "lr", "vae_steps", "vae_from")
+    settings = {**args.settings, **{k: getattr(args, k) for k in kept}}
+    done = train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema,
+                      generators={"batches": gen}, settings=settings)
     net.load_state_dict(ema.shadow.state_dict())
     net.eval().requires_grad_(False)
     return done
@@ -131,17 +144,18 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when there is one)")
-    parser.add_argument("--arch", default=None, help='JSON overrides of ARCH, e.g. \'{"layers": 8}\' (for experiments)')
+    parser.add_argument("--arch", default=None, help='JSON overrides of ARCH, e.g. \'{"unet_channels": [32, 64, 128]}\' (for experiments)')
     parser.add_argument("--vae-from", type=Path, default=None, help="reuse the autoencoder of this model folder")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_args(parser, args, ARCH, ("--vae-batch", "--unet-steps", "--unet-batch", "--dataset-size"))
+    torch.set_num_threads(args.threads)
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         parser.error(f"{args.out} exists; pass --force to overwrite it")
     seed_everything(args.seed)
     train_scenes, _ = split(video=False)
     components, arch = build_components(sd_components, ARCH, args)
+    args.settings = {"arch": arch, "seed": args.seed}  # kept in each checkpoint: a resume must match them
     vae = components["vae"]
     vae.requires_grad_(True)
     steps_done = {"vae": train_vae(vae, train_scenes, args, args.checkpoints) if args.vae_steps else 0}
@@ -156,8 +170,9 @@ def main(argv=None):
     print(f"latent scaling factor {scaling:.4f}")
 
     steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints)
-    if steps_done["unet"] < args.unet_steps:
-        print(f"stopped early after {steps_done['unet']} of {args.unet_steps} steps: saving that model anyway")
+    if steps_done["unet"] < args.unet_steps:  # a partial model is never written over --out
+        sys.exit(f"stopped after {steps_done['unet']} of {args.unet_steps} denoiser steps; run the same command again "
+                 "to resume")
 
     from diffusers import StableDiffusionPipeline
 
@@ -165,7 +180,8 @@ def main(argv=None):
     pipe.to("cpu", torch.float16)
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
-    settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()}
+    settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()
+                if k != "settings"}
     (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "steps_done": steps_done}, indent=2) + "\n")
     print(f"saved {args.out}")
 

@@ -22,7 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
-from trainlib import EMA, build_components, encode_captions, seed_everything, train_loop  # noqa: E402
+from trainlib import (  # noqa: E402
+    EMA,
+    NumpyGenerator,
+    build_components,
+    check_args,
+    encode_captions,
+    seed_everything,
+    train_loop,
+)
 
 from taocache.builders import wan_components  # noqa: E402
 from taocache.world import split  # noqa: E402
@@ -61,7 +69,9 @@ def train_vae(vae, scenes, args, ckpt):
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
         return mse + 1e-6 * kl
 
-    return train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched)
+    settings = {**args.settings, **{k: getattr(args, k) for k in ("vae_steps", "vae_batch", "vae_frames", )}}
+    return train_loop("vae", {"vae": vae}, opt, loss_fn, args.vae_steps, ckpt, scheduler=sched,
+                      generators={"batches": NumpyGenerator(rng)}, settings=settings)
 
 
 @torch.no_grad()
@@ -104,7 +114,10 @@ def train_dit(components, latents, captions, args, ckpt):
         pred = net["transformer"](xt, timestep=t * 1000, encoder_hidden_states=text, return_dict=False)[0]
         return torch.nn.functional.mse_loss(pred, noise - x0)
 
-    done = train_loop("dit", {"net": net}, opt, loss_fn, args.dit_steps, ckpt, scheduler=sched, ema=ema)
+    kept = ("dit_steps", "dit_batch", "dataset_size", "lr", "vae_steps", "vae_from")
+    settings = {**args.settings, **{k: getattr(args, k) for k in kept}}
+    done = train_loop("dit", {"net": net}, opt, loss_fn, args.dit_steps, ckpt, scheduler=sched, ema=ema,
+                      generators={"batches": gen}, settings=settings)
     net.load_state_dict(ema.shadow.state_dict())
     net.eval().requires_grad_(False)
     return done
@@ -128,13 +141,14 @@ def main(argv=None):
     parser.add_argument("--vae-from", type=Path, default=None, help="reuse the autoencoder of this model folder")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_args(parser, args, ARCH, ("--vae-batch", "--vae-frames", "--dit-steps", "--dit-batch", "--dataset-size"))
+    torch.set_num_threads(args.threads)
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         parser.error(f"{args.out} exists; pass --force to overwrite it")
     seed_everything(args.seed)
     train_scenes, _ = split(video=True)
     components, arch = build_components(wan_components, ARCH, args)
+    args.settings = {"arch": arch, "seed": args.seed}  # kept in each checkpoint: a resume must match them
     args.flow_shift = arch["flow_shift"]
     vae = components["vae"]
     vae.requires_grad_(True)
@@ -151,8 +165,9 @@ def main(argv=None):
     print(f"latent mean {mean.numpy().round(3)} std {std.numpy().round(3)}")
 
     steps_done["dit"] = train_dit(components, latents, captions, args, args.checkpoints)
-    if steps_done["dit"] < args.dit_steps:
-        print(f"stopped early after {steps_done['dit']} of {args.dit_steps} steps: saving that model anyway")
+    if steps_done["dit"] < args.dit_steps:  # a partial model is never written over --out
+        sys.exit(f"stopped after {steps_done['dit']} of {args.dit_steps} denoiser steps; run the same command again "
+                 "to resume")
 
     from diffusers import WanPipeline
 
@@ -160,7 +175,8 @@ def main(argv=None):
     pipe.to("cpu", torch.float16)
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
-    settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()}
+    settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()
+                if k != "settings"}
     (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "steps_done": steps_done}, indent=2) + "\n")
     print(f"saved {args.out}")
 

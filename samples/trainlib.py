@@ -59,7 +59,7 @@ def build_components(build, arch: dict, args) -> tuple[dict, dict]:
     from taocache.world import vocabulary
 
     args.device = pick_device(args.device)
-    arch = {**arch, **json.loads(args.arch)} if args.arch else dict(arch)
+    arch = {**arch, **args.arch} if args.arch else dict(arch)
     components = build(vocabulary(), seed=args.seed, **arch)
     if args.vae_from:
         vae = components["vae"]
@@ -71,6 +71,19 @@ def build_components(build, arch: dict, args) -> tuple[dict, dict]:
     return components, arch
 
 
+class NumpyGenerator:
+    """``get_state``/``set_state`` of a numpy Generator, as ``torch.Generator`` has them."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def get_state(self):
+        return self.rng.bit_generator.state
+
+    def set_state(self, state) -> None:
+        self.rng.bit_generator.state = state
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` is CUDA when there is one, else the CPU."""
     if name == "auto":
@@ -79,10 +92,13 @@ def pick_device(name: str) -> torch.device:
 
 
 class StopRequest:
-    """Turns SIGTERM (``timeout``, a job scheduler) into a clean stop after the current step."""
+    """Turns SIGTERM (``timeout``, a job scheduler) into a clean stop after the current step, once a training
+    script asks for it (importing this module changes nothing)."""
 
     def __init__(self):
         self.requested = False
+
+    def install(self) -> None:
         signal.signal(signal.SIGTERM, self._request)
 
     def _request(self, signum, frame):
@@ -93,16 +109,57 @@ class StopRequest:
 STOP = StopRequest()
 
 
-def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=200, scheduler=None, ema=None):
+def check_args(parser, args, arch: dict, counts: tuple, stage_from_vae: str = "--vae-steps") -> None:
+    """Refuse, before any work, what would fail or silently train the wrong thing: counts below 1, a learning
+    rate that is not positive, an ``--arch`` that is not a JSON table of known keys, a ``--vae-from`` folder
+    without an autoencoder, an unknown device. ``args.arch`` becomes the parsed table."""
+    for name in counts:
+        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        if value < 1:
+            parser.error(f"{name} {value} must be at least 1")
+    if args.vae_steps < 0 or (args.vae_steps == 0 and args.vae_from is None):
+        parser.error(f"{stage_from_vae} {args.vae_steps}: the autoencoder needs steps, or --vae-from a trained one")
+    if not args.lr > 0 or args.threads < 1:
+        parser.error("--lr must be > 0 and --threads at least 1")
+    if args.arch:
+        try:
+            args.arch = json.loads(args.arch)
+        except json.JSONDecodeError as err:
+            parser.error(f"--arch is not JSON ({err}); e.g. '{{\"{next(iter(arch))}\": ...}}'")
+        if not isinstance(args.arch, dict) or set(args.arch) - set(arch):
+            parser.error(f"--arch must be a JSON table of some of these keys: {', '.join(arch)}")
+    if args.vae_from is not None and not (args.vae_from / "vae" / "config.json").is_file():
+        parser.error(f"--vae-from {args.vae_from} is not a model folder with a vae/ (config.json)")
+    try:
+        pick_device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device}: {err}")
+
+
+def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=200, scheduler=None, ema=None,
+               generators: dict | None = None, settings: dict | None = None):
     """Run ``loss_fn(step)`` for ``steps`` steps, checkpointing to ``ckpt_dir`` so an interrupted run resumes.
 
+    ``generators`` (name -> object with ``get_state``/``set_state``) are the batch samplers' random states,
+    kept in the checkpoint so a resumed run draws the batches an uninterrupted one would. ``settings`` are
+    stored too: a checkpoint made with other settings is refused rather than silently continued.
     Returns the number of steps done, fewer than ``steps`` when a stop was requested (checkpoint saved).
     """
+    STOP.install()
+    generators = generators or {}
+    settings = json.loads(json.dumps(settings or {}, default=str))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"{name}.pt"
     start = 0
     if path.exists():
         state = torch.load(path, map_location="cpu", weights_only=False)
+        stored = state.get("settings")
+        if stored is not None and stored != settings:
+            changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+            raise SystemExit(
+                f"{path} was made with other settings ({', '.join(changed)}); use another --checkpoints folder "
+                "for these, or delete it to start again"
+            )
         for key, module in modules.items():
             module.load_state_dict(state["modules"][key])
         optimizer.load_state_dict(state["optimizer"])
@@ -112,6 +169,11 @@ def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=2
             ema.shadow.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        for key, generator in generators.items():
+            if key in state.get("generators", {}):
+                generator.set_state(state["generators"][key])
         start = state["step"]
         print(f"[{name}] resuming at step {start}")
     if start >= steps or STOP.requested:
@@ -125,6 +187,9 @@ def train_loop(name, modules, optimizer, loss_fn, steps, ckpt_dir: Path, every=2
             "ema": ema.shadow.state_dict() if ema is not None else None,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "generators": {k: g.get_state() for k, g in generators.items()},
+            "settings": settings,
             "step": step,
         }
         tmp = path.with_suffix(".tmp")

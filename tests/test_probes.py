@@ -31,3 +31,16 @@ def test_position_probe_prints_each_timestep(tmp_path, capsys):
     position_probe.main(["--model", str(tmp_path), "--timesteps", "900", "300"])
     out = capsys.readouterr().out
     assert "t= 900" in out and "t= 300" in out
+
+
+def test_tune_defaults_never_replaces_results_of_other_settings_unasked(tmp_path, capsys, one_thread):
+    import tune_defaults
+
+    out = tmp_path / "tune.json"
+    small = ["--random", "--predictors", "reuse", "--starts", "0.5", "--budgets", "0.1", "--max-consecutive", "1",
+             "--eval-prompts", "1", "--calibration-prompts", "1", "--shorter", "3", "--output", str(out)]
+    assert tune_defaults.main([*small, "--steps", "6"]) == 0
+    before = out.read_text()
+    with pytest.raises(SystemExit, match="other settings"):
+        tune_defaults.main([*small, "--steps", "5"])
+    assert out.read_text() == before

@@ -5,6 +5,7 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
@@ -48,6 +49,73 @@ def test_a_stop_request_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, monke
     opt = torch.optim.SGD(resumed.parameters(), lr=0.1)
     assert trainlib.train_loop("t", {"m": resumed}, opt, lambda s: resumed(x).pow(2).mean(), 10, tmp_path) == 10
     assert torch.load(tmp_path / "t.pt", weights_only=False)["step"] == 10
+
+
+def _train(tmp_path, stop_at=None, steps=8, settings=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = torch.Generator().manual_seed(1)
+    data = torch.randn(64, 3)
+
+    def loss_fn(step):
+        if step == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        rows = data[torch.randint(0, 64, (4,), generator=batches)]
+        return torch.nn.functional.mse_loss(model(rows[:, :2]), rows[:, 2:])
+
+    done = trainlib.train_loop("t", {"m": model}, opt, loss_fn, steps, tmp_path, every=100,
+                               generators={"batches": batches}, settings=settings or {"lr": 0.1})
+    return done, model.weight.detach().clone()
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainlib.STOP, "requested", False)
+    _, whole = _train(tmp_path / "whole")
+    assert _train(tmp_path / "cut", stop_at=3)[0] == 4
+    monkeypatch.setattr(trainlib.STOP, "requested", False)
+    done, resumed = _train(tmp_path / "cut")  # the batches continue where they stopped, not from the seed
+    assert done == 8 and torch.equal(resumed, whole)
+
+
+def test_a_checkpoint_made_with_other_settings_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainlib.STOP, "requested", False)
+    _train(tmp_path, stop_at=2)
+    monkeypatch.setattr(trainlib.STOP, "requested", False)
+    with pytest.raises(SystemExit, match="other settings"):
+        _train(tmp_path, settings={"lr": 0.5})
+
+
+def test_scripts_refuse_bad_arguments_before_any_work(tmp_path, capsys):
+    import train_t2i
+    import train_t2v
+
+    base = ["--out", str(tmp_path / "o"), "--checkpoints", str(tmp_path / "c"), "--device", "cpu"]
+    for script, bad, message in [
+        (train_t2i, ["--unet-steps", "0"], "--unet-steps 0"),
+        (train_t2i, ["--vae-batch", "-1"], "--vae-batch -1"),
+        (train_t2i, ["--vae-steps", "0"], "--vae-from"),
+        (train_t2i, ["--arch", "{bad"], "not JSON"),
+        (train_t2i, ["--arch", '{"layers": 8}'], "some of these keys"),
+        (train_t2i, ["--vae-from", str(tmp_path)], "with a vae/"),
+        (train_t2v, ["--dit-batch", "0"], "--dit-batch 0"),
+        (train_t2v, ["--device", "cdua"], "--device cdua"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            script.main(base + bad)
+        assert stopped.value.code == 2 and message in capsys.readouterr().err, bad
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_stop_in_the_denoiser_stage_writes_no_model(tmp_path, monkeypatch, one_thread):
+    import train_t2i
+
+    monkeypatch.setattr(trainlib.STOP, "requested", False)
+    monkeypatch.setattr(train_t2i, "train_unet", lambda *args: 1)  # stopped after 1 of its 2 steps
+    with pytest.raises(SystemExit, match="run the same command again"):
+        train_t2i.main(["--out", str(tmp_path / "model"), "--checkpoints", str(tmp_path / "ckpt"), "--device", "cpu",
+                        "--vae-steps", "1", "--vae-batch", "2", "--unet-steps", "2", "--dataset-size", "64"])
+    assert not (tmp_path / "model").exists()
 
 
 def test_image_script_builds_a_v_prediction_pipeline_end_to_end(tmp_path, monkeypatch, one_thread):
