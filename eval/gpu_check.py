@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -130,13 +131,18 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, help="latent frames (default 21, i.e. 81 video frames)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    for name in ("steps", "frames"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)} must be at least 1")
+    if args.json and Path(args.json).exists():
+        parser.error(f"{args.json} exists; choose another --json file")
 
     import taocache
 
     setting = dict(TINY if args.tiny else FULL_SIZE)
-    if args.frames:
+    if args.frames is not None:
         setting["latents"] = (setting["latents"][0], args.frames, *setting["latents"][2:])
-    steps = args.steps or setting["steps"]
+    steps = args.steps if args.steps is not None else setting["steps"]
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU here: run with --tiny to check the script on the CPU", file=sys.stderr)

@@ -36,11 +36,16 @@ def main(argv=None) -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "samples/models/tiny-t2i")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[950, 800, 700, 600, 500, 400, 300])
     args = parser.parse_args(argv)
+    if not (args.model / "model_index.json").is_file():
+        parser.error(f"--model {args.model} is not a diffusers pipeline folder (no model_index.json)")
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
     scheduler, unet = pipe.scheduler, pipe.unet
     alphas = scheduler.alphas_cumprod.float()
+    outside = [t for t in args.timesteps if not 0 <= t < len(alphas)]
+    if outside:
+        parser.error(f"--timesteps {outside} lie outside the model's 0..{len(alphas) - 1}")
 
     def latents(position):
         scene = Scene("circle", "red", "large", "dark", position=position)

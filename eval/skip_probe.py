@@ -62,6 +62,10 @@ def main(argv=None) -> int:
                         help="longest run of predicted steps calibrated; gaps up to horizon + 1 (default: 3)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    chosen = args.predict or args.single or []
+    late = [s for s in chosen if not 0 <= s < args.steps]
+    if late or args.prompts < 1:
+        parser.error(f"steps to predict must lie in 0..{args.steps - 1} (got {late}) and --prompts must be >= 1")
     torch.set_num_threads(args.threads)
 
     import taocache

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from taocache.cache.teacache import TeaCacheConfig, apply_teacache, remove_teacache, teacache_stats
-from taocache.io import refuse_overwrite, write_json
+from taocache.io import write_json
 from taocache.metrics import psnr
 from taocache.recipes import ROOT, load_pipeline
 from taocache.world import split
@@ -184,7 +184,8 @@ def main(argv=None) -> int:
 
     if args.repeats < 1 or args.captions < 1:
         raise SystemExit("--repeats and --captions must be >= 1")
-    refuse_overwrite(args.output, args.force)
+    if args.output.exists() and not args.force:
+        raise SystemExit(f"{args.output} exists; pass --force to overwrite it")
     coefficients = None if str(args.coefficients) == "auto" else args.coefficients
     captions = [scene.caption for scene in split(video=True)[1][: args.captions]]
     pipe, recipe = load_pipeline(args.model, kind="video")

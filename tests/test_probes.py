@@ -31,6 +31,24 @@ def test_position_probe_prints_each_timestep(tmp_path, capsys):
     position_probe.main(["--model", str(tmp_path), "--timesteps", "900", "300"])
     out = capsys.readouterr().out
     assert "t= 900" in out and "t= 300" in out
+    with pytest.raises(SystemExit):
+        position_probe.main(["--model", str(tmp_path), "--timesteps", "1000"])
+    assert "outside the model's 0..999" in capsys.readouterr().err
+
+
+def test_diagnostic_scripts_refuse_arguments_they_would_ignore(tmp_path, capsys):
+    import gpu_check
+    import position_probe
+    import skip_probe
+
+    for main, argv, message in [
+        (gpu_check.main, ["--tiny", "--steps", "0"], "--steps 0"),
+        (skip_probe.main, ["--steps", "20", "--predict", "5,25"], "0..19"),
+        (position_probe.main, ["--model", str(tmp_path / "none")], "no model_index.json"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_tune_defaults_never_replaces_results_of_other_settings_unasked(tmp_path, capsys, one_thread):
