@@ -109,7 +109,7 @@ class StopRequest:
 STOP = StopRequest()
 
 
-def check_args(parser, args, arch: dict, counts: tuple, stage_from_vae: str = "--vae-steps") -> None:
+def check_args(parser, args, arch: dict, counts: tuple) -> None:
     """Refuse, before any work, what would fail or silently train the wrong thing: counts below 1, a learning
     rate that is not positive, an ``--arch`` that is not a JSON table of known keys, a ``--vae-from`` folder
     without an autoencoder, an unknown device. ``args.arch`` becomes the parsed table."""
@@ -118,7 +118,7 @@ def check_args(parser, args, arch: dict, counts: tuple, stage_from_vae: str = "-
         if value < 1:
             parser.error(f"{name} {value} must be at least 1")
     if args.vae_steps < 0 or (args.vae_steps == 0 and args.vae_from is None):
-        parser.error(f"{stage_from_vae} {args.vae_steps}: the autoencoder needs steps, or --vae-from a trained one")
+        parser.error(f"--vae-steps {args.vae_steps}: the autoencoder needs steps, or --vae-from a trained one")
     if not args.lr > 0 or args.threads < 1:
         parser.error("--lr must be > 0 and --threads at least 1")
     if args.arch:

@@ -26,6 +26,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def check_writable_folder(path: str | Path) -> None:
+    """A clear error, before any work, when no file could be written at ``path``: the nearest existing folder
+    on its way is a file (ValueError) or not writable (PermissionError). Missing folders are made later."""
+    path = Path(path).absolute()
+    folder = next(p for p in (path.parent, *path.parents) if p.exists())
+    if not folder.is_dir():
+        raise ValueError(
+            f"cannot write {path}: {folder} is a file, not a folder, so not a writable folder; choose another path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: {folder} is not a writable folder; choose another path")
+
+
 def give_usual_mode(path: str | Path) -> None:
     """The mode a plain ``open`` would have given: mkstemp makes owner-only files, results are for sharing."""
     umask = os.umask(0)

@@ -128,12 +128,10 @@ def _comparable(plan) -> dict:
     }
 
 
-def _positive(name: str, value, allow_none: bool = True):
-    if value is None and allow_none:
-        return None
-    if value is None or value < 1:
+def _check_at_least_one(name: str, value) -> None:
+    """Given counts below 1 are refused (None: not given, the sweep's value is used)."""
+    if value is not None and value < 1:
         raise ValueError(f"{name} {value} must be at least 1")
-    return value
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -145,7 +143,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .sweep import load_sweep, read_prompts, spread, world_calibration_prompts, world_prompts
 
     for name in ("threads", "steps", "repeats", "num_prompts"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+        _check_at_least_one(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.media_pairs < 0:
         raise ValueError(f"--media-pairs {args.media_pairs} must be 0 or more")
     if args.threads is not None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import check_writable_folder
+
 _FRAME_KEYS = ("num_frames", "video_length")
 _OUTPUT_SUFFIXES = (".gif", ".mp4", ".png")
 
@@ -104,15 +106,6 @@ def check_model_arguments(args) -> None:
         raise ValueError(f"--guidance {args.guidance} must be a number >= 0")
 
 
-def check_output_folder(path: Path | None) -> None:
-    """A clear error, before any work, when ``path`` could not be written."""
-    if path is None:
-        return
-    folder = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {path}: {folder} is not a writable folder; choose another path")
-
-
 def _load(args):
     """(pipeline, recipe, call kwargs): the recipe's call arguments with the command-line overrides."""
     from ..recipes import load_pipeline
@@ -204,10 +197,9 @@ def run_command(args) -> int:
         raise ValueError(f"--calibration-prompts {args.calibration_prompts} must be at least 1")
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output} exists; pass --force to overwrite it")
-    check_output_folder(args.output)
+    check_writable_folder(args.output)
     if args.output.suffix == ".mp4":
         _check_mp4_writer()
-    check_model_arguments(args)
     pipe, recipe, call = _load(args)
     train, held = split(video=recipe.kind == "video")
     prompt = args.prompt or held[0].caption
@@ -273,7 +265,8 @@ def calibrate_command(args) -> int:
         raise FileExistsError(f"{args.output} exists; pass --force to overwrite it")
     if not 1 <= args.horizon <= 8:
         raise ValueError(f"--horizon {args.horizon} must be between 1 and 8")
-    check_output_folder(args.output)
+    if args.output is not None:
+        check_writable_folder(args.output)
     pipe, recipe, call = _load(args)
     if prompts is None:
         prompts = [s.caption for s in split(video=recipe.kind == "video")[0]]

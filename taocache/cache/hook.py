@@ -187,15 +187,14 @@ class TaoCacheHook(ModelHook):
         # A manager without a context gets none: its hook names its own on the call (and keeps it), so from
         # the call after, it is told the step
         told = [(m, m._context) for m in managers if m._context is not None and m._context.step_index is None]
-        for manager, context in told:
-            manager.set_context(
-                dataclasses.replace(context, step_index=plan.step, num_inference_steps=len(schedule))
-            )
+        for manager, theirs in told:
+            told_step = dataclasses.replace(theirs, step_index=plan.step, num_inference_steps=len(schedule))
+            manager.set_context(told_step)
         try:
             yield
         finally:
-            for manager, context in told:
-                manager.set_context(context)
+            for manager, theirs in told:
+                manager.set_context(theirs)
 
     @torch.compiler.disable
     def _before(self, args, kwargs):

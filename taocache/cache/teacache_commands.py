@@ -80,8 +80,8 @@ def _prompts(args) -> list[str]:
 
 
 def run(args) -> int:
+    from ..io import check_writable_folder
     from ..recipes import ROOT, find_recipe, load_pipeline
-    from .commands import check_output_folder
     from .teacache_fit import coefficient_file_content, fit_teacache, write_coefficient_file
 
     if args.warmup < 1:
@@ -102,7 +102,7 @@ def run(args) -> int:
     output = args.output or ROOT / "pipelines" / "coefficients" / f"{safe_name}-teacache.json"
     if output.exists() and not args.force:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it")
-    check_output_folder(output)
+    check_writable_folder(output)
     pipe, recipe = load_pipeline(recipe, kind="video")
     if getattr(pipe, "transformer", None) is None:
         raise ValueError(f"{recipe.name} has no transformer: TeaCache caches a transformer's block stack")

@@ -44,6 +44,12 @@ TEACACHE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)
 STACKED_TAOCACHE_GRID = {"error_budget": (0.1, 0.4), "max_consecutive": (1, 2), "start_fraction": (0.3,)}
 
 
+def check_margin(margin_db, name: str) -> None:
+    """The PSNR margin must be a finite number of dB >= 0: NaN would switch the PSNR test off."""
+    if not isinstance(margin_db, (int, float)) or not math.isfinite(margin_db) or margin_db < 0:
+        raise ValueError(f"{name} {margin_db!r} must be a finite number of dB >= 0")
+
+
 @dataclass
 class Targets:
     """Quality a configuration must keep against the full run, per video (None: not constrained)."""
@@ -231,8 +237,7 @@ def tune(
     from .commands import _frames
 
     targets = Targets(target_psnr, target_ssim, target_lpips)
-    if not isinstance(margin_db, (int, float)) or not math.isfinite(margin_db) or margin_db < 0:
-        raise ValueError(f"margin_db={margin_db!r} must be a finite number of dB >= 0")
+    check_margin(margin_db, "margin_db")
     if target_lpips is not None and (lpips_model is None or not getattr(lpips_model, "available", True)):
         reason = getattr(lpips_model, "reason", "") or "no LPIPS model was given"
         raise ValueError(f"cannot tune for an LPIPS target: {reason}; use target_psnr or target_ssim instead")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 
@@ -65,23 +64,21 @@ def _prompts(args, kind: str) -> tuple[list[str], list[str]]:
 
 
 def tune_command(args) -> int:
-    from ..io import refuse_overwrite
-    from .commands import _load, check_model_arguments, check_output_folder
+    from ..io import check_writable_folder, refuse_overwrite
+    from .commands import _load
     from .config_file import calibration_path
-    from .tune import Targets, tune
+    from .tune import Targets, check_margin, tune
 
     Targets(args.target_psnr, args.target_ssim, args.target_lpips)  # checks the targets before any work
-    if not math.isfinite(args.margin) or args.margin < 0:
-        raise ValueError(f"--margin {args.margin} must be a finite number of dB >= 0")
+    check_margin(args.margin, "--margin")
     refuse_overwrite(args.output, args.force)
     refuse_overwrite(calibration_path(args.output), args.force)  # the calibration written beside it
-    check_output_folder(args.output)
+    check_writable_folder(args.output)
     lpips_model = None
     if args.target_lpips is not None:
         from ..metrics import load_lpips
 
         lpips_model = load_lpips("alex")
-    check_model_arguments(args)
     if args.prompts_file is not None:  # read now, so a short file fails before the model loads
         _prompts(args, "video")
     pipe, recipe, call = _load(args)

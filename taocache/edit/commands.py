@@ -184,14 +184,14 @@ def _number(value) -> str:
 
 
 def run_edit(args) -> int:
-    from .edit_file import check_request, edit_file, parse_list
+    from .edit_file import check_request, parse_list, run_request
 
     recipe = _recipe(args)
     config = _config(args, recipe)
     alphas = parse_list(args.sweep_alpha, float, "--sweep-alpha")
     steps = parse_list(args.sweep_steps_source, int, "--sweep-steps-source")
     # everything that can fail on the user's input does so before the model loads (or TaoCache calibrates)
-    check_request(args.image, args.source, args.target, args.output, config, alphas, steps, args.force)
+    request = check_request(args.image, args.source, args.target, args.output, config, alphas, steps, args.force)
     if args.taocache:
         from .acceleration import cache_available
 
@@ -199,20 +199,7 @@ def run_edit(args) -> int:
             raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
     pipe, recipe = _load(recipe)
     cache_config = _taocache_config(args, pipe, config, [args.source, args.target])
-    report = edit_file(
-        pipe,
-        args.image,
-        args.source,
-        args.target,
-        args.output,
-        config,
-        alphas,
-        steps,
-        recipe,
-        _cache_dir(args),
-        overwrite=args.force,
-        cache_config=cache_config,
-    )
+    report = run_request(pipe, request, config, recipe, _cache_dir(args), args.force, cache_config)
     r = report.reconstruction
     print(f"edit written to {report.output}")
     print(f"grid written to {report.grid}")

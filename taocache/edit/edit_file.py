@@ -93,11 +93,25 @@ def edit_file(
 ) -> FileEditReport:
     """Edit ``image_path`` and write the result to ``output`` and the grid beside it."""
     request = check_request(image_path, source, target, output, config, sweep_alpha, sweep_steps_source, overwrite)
+    return run_request(pipe, request, config, recipe, cache_dir, overwrite, cache_config, editor)
+
+
+def run_request(
+    pipe,
+    request: EditRequest,
+    config: EditConfig,
+    recipe=None,
+    cache_dir="default",
+    overwrite: bool = False,
+    cache_config=None,
+    editor: NonRigidEditor | None = None,
+) -> FileEditReport:
+    """Make the edit of a request :func:`check_request` has read and checked, and write its files."""
     source, target, output, grid = request.source, request.target, request.output, request.grid
     alphas, steps_sources = request.alphas, request.steps_sources
 
     height, width = model_size(pipe, recipe)
-    image = fit_to_model(request.image, height, width, name=str(image_path))
+    image = fit_to_model(request.image, height, width, name=str(request.image_path))
     editor = editor or NonRigidEditor(pipe, config, cache_dir=cache_dir)
     prepared = editor.prepare(image, source, target, config)
     reconstruction = editor.reconstruct(prepared)
@@ -126,6 +140,7 @@ def edit_file(
 class EditRequest:
     """An edit's inputs, read and checked: what can fail does so before any model work."""
 
+    image_path: Path
     image: object  # the input as an RGB PIL image
     source: str
     target: str
@@ -147,7 +162,8 @@ def check_request(image_path, source, target, output, config: EditConfig, sweep_
         config.with_values(alpha=alpha)
     for steps in steps_sources:
         config.with_values(steps_source=steps)
-    return EditRequest(load_image(image_path), source, target, output, grid, alphas, steps_sources)
+    image_path = Path(image_path)
+    return EditRequest(image_path, load_image(image_path), source, target, output, grid, alphas, steps_sources)
 
 
 def _with(values, value) -> list:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import give_usual_mode
+from ..io import check_writable_folder, give_usual_mode
 
 #: Each tile of the grid is shown at least this many pixels wide (small models make 64-pixel images).
 GRID_TILE = 128
@@ -27,11 +27,7 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name for the output image")
     _image_format(path)
-    folder = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
-    if not folder.is_dir():
-        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose another output path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {path}: the folder {folder} is not writable; choose another output path")
+    check_writable_folder(path)
     return path
 
 
