@@ -5,10 +5,10 @@
 
 TaoCache normally decides which calls to predict; here the steps are fixed, so that the predictors (reuse, the
 calibrated coefficient, first-order extrapolation) are compared on the same skips. The hook is calibrated as
-the benchmark calibrates it (4 training captions, 50 steps, the default horizon; ``--calibration-steps`` and
+the benchmark calibrates it (4 tune captions, 50 steps, the default horizon; ``--calibration-steps`` and
 ``--horizon`` change them), run with an unbounded error budget and one prediction in a row, and limited to
-the given steps. Prints the mean PSNR of the video against the full run over the first ``--prompts``
-held-out captions and the ``--seeds``.
+the given steps. Prints the mean PSNR of the video against the full run over the first ``--prompts`` odd
+tune captions and the ``--seeds`` (a probe for choosing the method: the test captions stay out of it).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--predict", type=_steps, help="steps to predict together (comma-separated, 0-based)")
     what.add_argument("--single", type=_steps, help="steps to predict one at a time")
-    parser.add_argument("--prompts", type=int, default=8, help="first N held-out captions (default 8)")
+    parser.add_argument("--prompts", type=int, default=8, help="first N odd tune captions (default 8)")
     parser.add_argument("--seeds", type=_steps, default=[0, 1], help="comma-separated (default 0,1)")
     parser.add_argument("--calibration-steps", type=int, default=None,
                         help="steps of the calibration runs (default: the larger of --steps and 50)")
@@ -69,10 +69,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     import taocache
-    from taocache.bench.sweep import world_calibration_prompts, world_prompts
+    from taocache.bench.sweep import world_calibration_prompts
     from taocache.cache.calibration import DEFAULT_HORIZON, calibration_steps_for
     from taocache.metrics import psnr
     from taocache.recipes import load_pipeline
+    from taocache.world import scenes_of
 
     pipe, recipe = load_pipeline(args.model)
     call = recipe.call_kwargs(num_inference_steps=args.steps)
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
     def video(prompt, seed):
         return pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **call).frames[0]
 
-    runs = [(p, s) for p in world_prompts("video")[: args.prompts] for s in args.seeds]
+    prompts = [scene.caption for scene in scenes_of("tune", video=True)[1::2]]
+    runs = [(p, s) for p in prompts[: args.prompts] for s in args.seeds]
     references = [video(p, s) for p, s in runs]
     patterns = [args.predict] if args.predict else [[step] for step in args.single]
     print(f"{args.model}, {args.steps} steps (calibrated on {calibration_steps}), {len(runs)} videos: "

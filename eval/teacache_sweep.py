@@ -1,6 +1,6 @@
 """TeaCache threshold sweep on a video model: measured speed-up and call ratio against PSNR to the full run.
 
-For every step count, each held-out caption is generated once in full (the reference), then with TeaCache at
+For every step count, each tune caption is generated once in full (the reference), then with TeaCache at
 each threshold, and with the plain shorter run that computes as many steps as TeaCache did (the equal-cost
 baseline any cache has to beat). Quality and call ratio come from one pass; then every method is timed
 (wall time and process CPU time of the pipeline call), the methods taking turns call by call so that the
@@ -31,7 +31,7 @@ from taocache.cache.teacache import TeaCacheConfig, apply_teacache, remove_teaca
 from taocache.io import write_json
 from taocache.metrics import psnr
 from taocache.recipes import ROOT, load_pipeline
-from taocache.world import split
+from taocache.world import scenes_of
 
 logger = logging.getLogger("teacache_sweep")
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         default=ROOT / "pipelines/coefficients/tiny-t2v-teacache.json",
         help="fitted coefficient file; 'auto' lets apply_teacache find coefficients for the model",
     )
-    parser.add_argument("--captions", type=int, default=4, help="held-out captions of the sample world")
+    parser.add_argument("--captions", type=int, default=4, help="tune captions of the sample world")
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
     parser.add_argument(
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     if args.output.exists() and not args.force:
         raise SystemExit(f"{args.output} exists; pass --force to overwrite it")
     coefficients = None if str(args.coefficients) == "auto" else args.coefficients
-    captions = [scene.caption for scene in split(video=True)[1][: args.captions]]
+    captions = [scene.caption for scene in scenes_of("tune", video=True)[: args.captions]]
     pipe, recipe = load_pipeline(args.model, kind="video")
     report = sweep(
         pipe,
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     )
 
     print(
-        f"{recipe.name}, {len(captions)} held-out captions; PSNR against the full run of the same step count"
+        f"{recipe.name}, {len(captions)} tune captions; PSNR against the full run of the same step count"
     )
     print(
         f"{'steps':>5}  {'method':<15} {'wall s':>7} {'speed-up':>8} {'CPU s':>7} {'speed-up':>8} "

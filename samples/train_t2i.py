@@ -18,18 +18,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
 from trainlib import (  # noqa: E402
-    EMA,
     NumpyGenerator,
     build_components,
     check_args,
+    device_name,
+    ema_of,
     encode_captions,
+    latent_weight,
     seed_everything,
+    subject_weight,
     train_loop,
 )
 
@@ -72,8 +76,7 @@ def train_vae(vae, scenes, args, ckpt):
         post = vae.encode(x).latent_dist
         z = post.mean + 0.05 * torch.randn_like(post.mean)
         rec = vae.decode(z).sample
-        bg = x[:, :, :1, :1]
-        weight = 1.0 + 9.0 * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        weight = subject_weight(x)
         mse = (weight * (rec - x) ** 2).mean()
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
         return mse + 1e-6 * kl
@@ -86,21 +89,23 @@ def train_vae(vae, scenes, args, ckpt):
 @torch.no_grad()
 def encode_dataset(vae, scenes, count, seed):
     rng = np.random.default_rng(seed)
-    latents, captions = [], []
-    for _ in range(0, count, 64):
+    latents, weights, captions = [], [], []
+    for _ in tqdm(range(0, count, 64), desc="encode", mininterval=10):
         picks, images = sample_batch(scenes, 64, rng, size=SIZE)
-        latents.append(vae.encode(to_tensor(images).to(vae.device)).latent_dist.mean.cpu())
+        x = to_tensor(images)
+        latents.append(vae.encode(x.to(vae.device)).latent_dist.mean.cpu())
+        weights.append(latent_weight(x, 2 ** (len(vae.config.block_out_channels) - 1)))
         captions += [s.caption for s in picks]
-    return torch.cat(latents), captions
+    return torch.cat(latents), torch.cat(weights), captions
 
 
-def train_unet(components, latents, captions, args, ckpt):
+def train_unet(components, latents, weights, captions, args, ckpt):
     unet, text_encoder, tokenizer = components["unet"], components["text_encoder"], components["tokenizer"]
     scheduler = components["scheduler"]
     unet.requires_grad_(True)
     text_encoder.requires_grad_(True)
     net = torch.nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
-    ema = EMA(net, decay=0.999)
+    ema = ema_of(net, decay=0.999)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, args.unet_steps) / args.unet_steps))
@@ -110,7 +115,7 @@ def train_unet(components, latents, captions, args, ckpt):
 
     def loss_fn(step):
         idx = torch.randint(0, len(latents), (args.unet_batch,), generator=gen)
-        x0 = latents[idx].to(args.device)
+        x0, weight = latents[idx].to(args.device), weights[idx].to(args.device)
         batch_captions = [captions[i] if torch.rand(1, generator=gen).item() > 0.1 else "" for i in idx.tolist()]
         text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN, masked=False)
         t = torch.randint(0, len(alphas), (args.unet_batch,), generator=gen).to(args.device)
@@ -120,13 +125,13 @@ def train_unet(components, latents, captions, args, ckpt):
         pred = net["unet"](xt, t, encoder_hidden_states=text, return_dict=False)[0]
         velocity = scheduler.config.prediction_type == "v_prediction"
         target = scheduler.get_velocity(x0, noise, t) if velocity else noise
-        return torch.nn.functional.mse_loss(pred, target)
+        return (weight * (pred.float() - target) ** 2).mean()
 
-    kept = ("unet_steps", "unet_batch", "dataset_size", "lr", "vae_steps", "vae_from")
+    kept = ("unet_steps", "unet_batch", "dataset_size", "lr", "vae_steps", "vae_from", "bf16")
     settings = {**args.settings, **{k: getattr(args, k) for k in kept}}
     done = train_loop("unet", {"net": net}, opt, loss_fn, args.unet_steps, ckpt, scheduler=sched, ema=ema,
-                      generators={"batches": gen}, settings=settings)
-    net.load_state_dict(ema.shadow.state_dict())
+                      generators={"batches": gen}, settings=settings, bf16=args.bf16)
+    ema.copy_to(net.parameters())
     net.eval().requires_grad_(False)
     return done
 
@@ -141,6 +146,8 @@ def main(argv=None):
     parser.add_argument("--unet-batch", type=int, default=64)
     parser.add_argument("--dataset-size", type=int, default=8192)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--bf16", action="store_true", help="denoiser steps under bfloat16 autocast (faster on CPUs with "
+                        "AVX-512 BF16 and on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when there is one)")
@@ -153,23 +160,25 @@ def main(argv=None):
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         parser.error(f"{args.out} exists; pass --force to overwrite it")
     seed_everything(args.seed)
-    train_scenes, _ = split(video=False)
+    train_scenes = split(video=False)["train"]
     components, arch = build_components(sd_components, ARCH, args)
     args.settings = {"arch": arch, "seed": args.seed}  # kept in each checkpoint: a resume must match them
     vae = components["vae"]
     vae.requires_grad_(True)
-    steps_done = {"vae": train_vae(vae, train_scenes, args, args.checkpoints) if args.vae_steps else 0}
+    steps_done, seconds = {"vae": 0}, {"vae": 0.0}
+    if args.vae_steps:
+        steps_done["vae"], seconds["vae"] = train_vae(vae, train_scenes, args, args.checkpoints)
     if steps_done["vae"] < args.vae_steps:
         sys.exit("stopped during the autoencoder stage; run the same command again to resume")
     vae.eval().requires_grad_(False)
 
-    latents, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
+    latents, weights, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
     scaling = 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scaling)
     latents = latents * scaling
     print(f"latent scaling factor {scaling:.4f}")
 
-    steps_done["unet"] = train_unet(components, latents, captions, args, args.checkpoints)
+    steps_done["unet"], seconds["unet"] = train_unet(components, latents, weights, captions, args, args.checkpoints)
     if steps_done["unet"] < args.unet_steps:  # a partial model is never written over --out
         sys.exit(f"stopped after {steps_done['unet']} of {args.unet_steps} denoiser steps; run the same command again "
                  "to resume")
@@ -177,12 +186,14 @@ def main(argv=None):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
-    pipe.to("cpu", torch.float16)
+    pipe.to("cpu", torch.float32)  # float32 throughout: a plain from_pretrained gets one dtype
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
     settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()
                 if k != "settings"}
-    (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "steps_done": steps_done}, indent=2) + "\n")
+    cost = {"device": device_name(args.device), "threads": args.threads, "steps": steps_done,
+            "wall_seconds": {k: round(v) for k, v in seconds.items()}}
+    (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "cost": cost}, indent=2) + "\n")
     print(f"saved {args.out}")
 
 

@@ -10,6 +10,7 @@ rectified flow on the autoencoder's normalised latents. The result is a complete
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -17,18 +18,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
+from diffusers import WanPipeline  # noqa: E402
 from trainlib import (  # noqa: E402
-    EMA,
     NumpyGenerator,
     build_components,
     check_args,
+    device_name,
+    ema_of,
     encode_captions,
+    latent_weight,
     seed_everything,
+    subject_weight,
     train_loop,
 )
 
@@ -36,10 +42,13 @@ from taocache.builders import wan_components  # noqa: E402
 from taocache.world import split  # noqa: E402
 from taocache.world.scenes import sample_batch  # noqa: E402
 
-FRAMES, SIZE, TEXT_LEN = 9, 64, 16
+FRAMES, SIZE = 9, 64
+# WanPipeline's default max_sequence_length (512): captions are encoded for training exactly as a plain call
+# encodes them, so the model needs no argument a diffusers user would not pass.
+TEXT_LEN = inspect.signature(WanPipeline.__call__).parameters["max_sequence_length"].default
 ARCH = dict(
-    text_dim=64, text_layers=2, vae_base_dim=16, z_dim=8, heads=4, head_dim=32, layers=6, ffn_dim=512,
-    patch=(1, 4, 4), max_text_length=TEXT_LEN, flow_shift=3.0,
+    text_dim=64, text_layers=2, vae_base_dim=16, vae_dim_mult=(2, 2), z_dim=8, heads=4, head_dim=32, layers=6,
+    ffn_dim=512, patch=(1, 2, 2), max_text_length=TEXT_LEN, flow_shift=3.0,
 )
 
 
@@ -63,8 +72,7 @@ def train_vae(vae, scenes, args, ckpt):
         z = post.mean + 0.05 * torch.randn_like(post.mean)
         rec = vae.decode(z).sample
         # Weight the shape's pixels up: they are few, and they carry everything the captions talk about.
-        bg = x[:, :, :, :1, :1]
-        weight = 1.0 + 9.0 * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        weight = subject_weight(x)
         mse = (weight * (rec - x) ** 2).mean()
         kl = 0.5 * (post.mean**2 + post.var - 1 - post.logvar).mean()
         return mse + 1e-6 * kl
@@ -77,20 +85,22 @@ def train_vae(vae, scenes, args, ckpt):
 @torch.no_grad()
 def encode_dataset(vae, scenes, count, seed):
     rng = np.random.default_rng(seed)
-    latents, captions = [], []
-    for _ in range(0, count, 16):
+    latents, weights, captions = [], [], []
+    for _ in tqdm(range(0, count, 16), desc="encode", mininterval=10):
         picks, videos = sample_batch(scenes, 16, rng, size=SIZE, num_frames=FRAMES)
-        latents.append(vae.encode(to_tensor(videos).to(vae.device)).latent_dist.mean.cpu())
+        x = to_tensor(videos)
+        latents.append(vae.encode(x.to(vae.device)).latent_dist.mean.cpu())
+        weights.append(latent_weight(x, vae.config.scale_factor_spatial, vae.config.scale_factor_temporal))
         captions += [s.caption for s in picks]
-    return torch.cat(latents), captions
+    return torch.cat(latents), torch.cat(weights), captions
 
 
-def train_dit(components, latents, captions, args, ckpt):
+def train_dit(components, latents, weights, captions, args, ckpt):
     transformer, text_encoder, tokenizer = components["transformer"], components["text_encoder"], components["tokenizer"]
     text_encoder.requires_grad_(True)
     transformer.requires_grad_(True)
     net = torch.nn.ModuleDict({"transformer": transformer, "text_encoder": text_encoder})
-    ema = EMA(net, decay=0.999)
+    ema = ema_of(net, decay=0.999)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, args.dit_steps) / args.dit_steps))
@@ -100,7 +110,7 @@ def train_dit(components, latents, captions, args, ckpt):
 
     def loss_fn(step):
         idx = torch.randint(0, len(latents), (args.dit_batch,), generator=gen)
-        x0 = latents[idx].to(args.device)
+        x0, weight = latents[idx].to(args.device), weights[idx].to(args.device)
         batch_captions = [captions[i] if torch.rand(1, generator=gen).item() > 0.1 else "" for i in idx.tolist()]
         text = encode_captions(tokenizer, net["text_encoder"], batch_captions, TEXT_LEN, masked=True)
         # Logit-normal noise levels, shifted like the sampler's (flow_shift): an unshifted draw almost never
@@ -112,13 +122,13 @@ def train_dit(components, latents, captions, args, ckpt):
         tt = t.view(-1, 1, 1, 1, 1)
         xt = (1 - tt) * x0 + tt * noise
         pred = net["transformer"](xt, timestep=t * 1000, encoder_hidden_states=text, return_dict=False)[0]
-        return torch.nn.functional.mse_loss(pred, noise - x0)
+        return (weight * (pred.float() - (noise - x0)) ** 2).mean()
 
-    kept = ("dit_steps", "dit_batch", "dataset_size", "lr", "vae_steps", "vae_from")
+    kept = ("dit_steps", "dit_batch", "dataset_size", "lr", "vae_steps", "vae_from", "bf16")
     settings = {**args.settings, **{k: getattr(args, k) for k in kept}}
     done = train_loop("dit", {"net": net}, opt, loss_fn, args.dit_steps, ckpt, scheduler=sched, ema=ema,
-                      generators={"batches": gen}, settings=settings)
-    net.load_state_dict(ema.shadow.state_dict())
+                      generators={"batches": gen}, settings=settings, bf16=args.bf16)
+    ema.copy_to(net.parameters())
     net.eval().requires_grad_(False)
     return done
 
@@ -134,6 +144,8 @@ def main(argv=None):
     parser.add_argument("--dit-batch", type=int, default=64)
     parser.add_argument("--dataset-size", type=int, default=4096)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--bf16", action="store_true", help="denoiser steps under bfloat16 autocast (faster on CPUs with "
+                        "AVX-512 BF16 and on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when there is one)")
@@ -146,38 +158,40 @@ def main(argv=None):
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         parser.error(f"{args.out} exists; pass --force to overwrite it")
     seed_everything(args.seed)
-    train_scenes, _ = split(video=True)
+    train_scenes = split(video=True)["train"]
     components, arch = build_components(wan_components, ARCH, args)
     args.settings = {"arch": arch, "seed": args.seed}  # kept in each checkpoint: a resume must match them
     args.flow_shift = arch["flow_shift"]
     vae = components["vae"]
     vae.requires_grad_(True)
-    steps_done = {"vae": train_vae(vae, train_scenes, args, args.checkpoints) if args.vae_steps else 0}
+    steps_done, seconds = {"vae": 0}, {"vae": 0.0}
+    if args.vae_steps:
+        steps_done["vae"], seconds["vae"] = train_vae(vae, train_scenes, args, args.checkpoints)
     if steps_done["vae"] < args.vae_steps:
         sys.exit("stopped during the autoencoder stage; run the same command again to resume")
     vae.eval().requires_grad_(False)
 
-    latents, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
+    latents, weights, captions = encode_dataset(vae, train_scenes, args.dataset_size, args.seed + 2)
     dims = (0, 2, 3, 4)
     mean, std = latents.mean(dim=dims), latents.std(dim=dims)
     vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
     latents = (latents - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
     print(f"latent mean {mean.numpy().round(3)} std {std.numpy().round(3)}")
 
-    steps_done["dit"] = train_dit(components, latents, captions, args, args.checkpoints)
+    steps_done["dit"], seconds["dit"] = train_dit(components, latents, weights, captions, args, args.checkpoints)
     if steps_done["dit"] < args.dit_steps:  # a partial model is never written over --out
         sys.exit(f"stopped after {steps_done['dit']} of {args.dit_steps} denoiser steps; run the same command again "
                  "to resume")
 
-    from diffusers import WanPipeline
-
     pipe = WanPipeline(**components)
-    pipe.to("cpu", torch.float16)
+    pipe.to("cpu", torch.float32)  # float32 throughout: a plain from_pretrained gets one dtype
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
     settings = {k: str(v) if isinstance(v, (Path, torch.device)) else v for k, v in vars(args).items()
                 if k != "settings"}
-    (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "steps_done": steps_done}, indent=2) + "\n")
+    cost = {"device": device_name(args.device), "threads": args.threads, "steps": steps_done,
+            "wall_seconds": {k: round(v) for k, v in seconds.items()}}
+    (args.out / "training.json").write_text(json.dumps({"arch": arch, "args": settings, "cost": cost}, indent=2) + "\n")
     print(f"saved {args.out}")
 
 

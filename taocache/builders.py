@@ -45,6 +45,7 @@ def wan_components(
     text_dim: int = 32,
     text_layers: int = 2,
     vae_base_dim: int = 8,
+    vae_dim_mult: tuple[int, ...] = (2, 2),
     z_dim: int = 4,
     heads: int = 2,
     head_dim: int = 8,
@@ -80,7 +81,7 @@ def wan_components(
     vae = AutoencoderKLWan(
         base_dim=vae_base_dim,
         z_dim=z_dim,
-        dim_mult=[2, 2],
+        dim_mult=list(vae_dim_mult),
         num_res_blocks=1,
         temperal_downsample=[True, True],
         is_residual=True,

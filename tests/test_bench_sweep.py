@@ -62,7 +62,12 @@ def test_prompt_files_and_spread(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("# comment\nfirst prompt\n\nsecond prompt\n")
     assert read_prompts(path) == ["first prompt", "second prompt"]
-    assert read_prompts("world-heldout-video") == world_prompts("video")
+    assert read_prompts("world-test-video") == world_prompts("video")
+    from taocache.world import scenes_of
+
+    for kind, video in (("video", True), ("image", False)):
+        for name in ("tune", "test"):
+            assert read_prompts(f"world-{name}-{kind}") == [s.caption for s in scenes_of(name, video)]
     assert spread(list(range(10)), 3) == [0, 3, 6]
     assert spread([1, 2], 5) == [1, 2]
     (tmp_path / "empty.txt").write_text("# nothing\n")

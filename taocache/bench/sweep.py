@@ -172,17 +172,18 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def world_prompts(kind: str = "video") -> list[str]:
-    """The held-out captions of the sample world (never seen in training): the default prompt set."""
-    from ..world import split
+    """The test captions of the sample world (never used for training nor for any choice): the default prompt
+    set of a benchmark."""
+    from ..world import scenes_of
 
-    return [scene.caption for scene in split(video=kind == "video")[1]]
+    return [scene.caption for scene in scenes_of("test", kind == "video")]
 
 
 def world_calibration_prompts(kind: str = "video", count: int = 4) -> list[str]:
-    """Training captions of the sample world, for calibration runs outside the evaluated set."""
-    from ..world import split
+    """Tune captions of the sample world, for calibration runs outside the evaluated (test) set."""
+    from ..world import scenes_of
 
-    return spread([scene.caption for scene in split(video=kind == "video")[0]], count)
+    return spread([scene.caption for scene in scenes_of("tune", kind == "video")], count)
 
 
 def spread(items: list, count: int | None) -> list:

@@ -22,7 +22,7 @@ def register(sub) -> None:
     )
     _add_model_arguments(run_parser)
     run_parser.add_argument(
-        "--prompt", default=None, help="prompt (default: the first held-out caption of the sample world)"
+        "--prompt", default=None, help="prompt (default: the first test caption of the sample world)"
     )
     run_parser.add_argument("--seed", type=int, default=0)
     run_parser.add_argument(
@@ -49,7 +49,7 @@ def register(sub) -> None:
         "--calibration-prompts",
         type=int,
         default=4,
-        help="training captions to calibrate on when no calibration exists (default 4)",
+        help="tune captions to calibrate on when no calibration exists (default 4)",
     )
     run_parser.add_argument(
         "--output",
@@ -67,7 +67,7 @@ def register(sub) -> None:
         "--prompts-file",
         type=Path,
         default=None,
-        help="calibration prompts, one a line (default: the sample world's training captions)",
+        help="calibration prompts, one a line (default: the sample world's tune captions)",
     )
     cal.add_argument("--num-prompts", type=int, default=8, help="use the first N prompts (default 8)")
     cal.add_argument("--seed", type=int, default=0)
@@ -185,7 +185,7 @@ def run_command(args) -> int:
     import taocache
 
     from ..metrics import psnr, ssim
-    from ..world import split
+    from ..world import scenes_of
     from .api import has_calibration
     from .config import TaoCacheConfig
 
@@ -201,8 +201,7 @@ def run_command(args) -> int:
     if args.output.suffix == ".mp4":
         _check_mp4_writer()
     pipe, recipe, call = _load(args)
-    train, held = split(video=recipe.kind == "video")
-    prompt = args.prompt or held[0].caption
+    prompt = args.prompt or scenes_of("test", recipe.kind == "video")[0].caption
     fields = {
         k: v
         for k, v in {
@@ -223,8 +222,8 @@ def run_command(args) -> int:
     full, full_time = _generate(pipe, prompt, args.seed, call)
 
     if not has_calibration(pipe, config):
-        prompts = [s.caption for s in train[: args.calibration_prompts]]
-        print(f"no calibration for this model yet: calibrating on {len(prompts)} training captions")
+        prompts = [s.caption for s in scenes_of("tune", recipe.kind == "video")[: args.calibration_prompts]]
+        print(f"no calibration for this model yet: calibrating on {len(prompts)} tune captions")
         calibration = taocache.calibrate(pipe, prompts, call_kwargs=call, seed=args.seed + 1000)
         print(f"calibration written to {calibration.source}")
     taocache.enable(pipe, config)
@@ -248,7 +247,7 @@ def run_command(args) -> int:
 def calibrate_command(args) -> int:
     import taocache
 
-    from ..world import split
+    from ..world import scenes_of
     from .calibration import default_directory
 
     if args.prompts_file is not None:
@@ -269,7 +268,7 @@ def calibrate_command(args) -> int:
         check_writable_folder(args.output)
     pipe, recipe, call = _load(args)
     if prompts is None:
-        prompts = [s.caption for s in split(video=recipe.kind == "video")[0]]
+        prompts = [s.caption for s in scenes_of("tune", recipe.kind == "video")]
     prompts = prompts[: args.num_prompts]
     print(f"calibrating {recipe.name} on {len(prompts)} prompts, call {call}")
     calibration = taocache.calibrate(

@@ -17,7 +17,7 @@ def register(sub) -> None:
         "--prompts-file",
         type=Path,
         default=None,
-        help="calibration prompts, one a line (default: the sample world's training captions)",
+        help="calibration prompts, one a line (default: the sample world's tune captions)",
     )
     p.add_argument("--num-prompts", type=int, default=32, help="use the first N prompts (default 32)")
     p.add_argument(
@@ -69,9 +69,9 @@ def _prompts(args) -> list[str]:
         if not prompts:
             raise ValueError(f"--prompts-file {args.prompts_file} holds no prompt")
     else:
-        from ..world import split
+        from ..world import scenes_of
 
-        prompts = [scene.caption for scene in split(video=True)[0]]
+        prompts = [scene.caption for scene in scenes_of("tune", video=True)]
     if args.num_prompts is not None:
         if args.num_prompts < 1:
             raise ValueError(f"--num-prompts={args.num_prompts} must be >= 1")

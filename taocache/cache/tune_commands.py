@@ -18,13 +18,13 @@ def register(sub) -> None:
         "--target-lpips", type=float, default=None, help="largest LPIPS against the full run (needs AlexNet weights)"
     )
     p.add_argument("--search-prompts", type=int, default=4, help="prompts the search runs on (default 4)")
-    p.add_argument("--check-prompts", type=int, default=10, help="held-out prompts checked after (default 10)")
+    p.add_argument("--check-prompts", type=int, default=10, help="prompts checked after, apart from the search prompts (default 10)")
     p.add_argument(
         "--prompts-file",
         type=Path,
         default=None,
         help="prompts, one a line: the first --search-prompts search, the next --check-prompts check "
-        "(default: the sample world's training captions for the search, held-out captions for the check)",
+        "(default: alternate tune captions of the sample world for the search and the check)",
     )
     p.add_argument("--margin", type=float, default=0.5, help="PSNR margin the search demands above the target, dB")
     p.add_argument("--no-stack", action="store_true", help="tune TaoCache alone (no TeaCache candidates)")
@@ -54,13 +54,10 @@ def _prompts(args, kind: str) -> tuple[list[str], list[str]]:
         if len(lines) < needed:
             raise ValueError(f"--prompts-file {args.prompts_file} holds {len(lines)} prompts; {needed} are needed")
         return lines[: args.search_prompts], lines[args.search_prompts : needed]
-    from ..world import split
+    from ..world import scenes_of
 
-    train, held = split(video=kind == "video")
-    return (
-        _spread([s.caption for s in train], args.search_prompts),
-        _spread([s.caption for s in held], args.check_prompts),
-    )
+    tune = [s.caption for s in scenes_of("tune", kind == "video")]
+    return _spread(tune[::2], args.search_prompts), _spread(tune[1::2], args.check_prompts)
 
 
 def tune_command(args) -> int:

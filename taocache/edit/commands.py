@@ -46,8 +46,8 @@ def register(subparsers) -> None:
 
     evaluate = subparsers.add_parser(
         "edit-eval",
-        help="evaluate editing on held-out move/resize edits of the sample world",
-        description="Score the method against DDIM inversion + target prompt and SDEdit on held-out edits of "
+        help="evaluate editing on move/resize edits of the sample world's test scenes",
+        description="Score the method against DDIM inversion + target prompt and SDEdit on test edits of "
         "the sample world; records stream to OUTPUT_DIR/records.jsonl (a rerun resumes), a summary "
         "is written to summary.json and summary.md.",
     )
@@ -62,8 +62,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--restart", action="store_true", help="discard earlier records in --output-dir")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the case selection")
     evaluate.add_argument(
-        "--split", choices=SPLITS, default="held-out",
-        help="scenes to edit: held-out (the evaluation) or train (for choosing settings)",
+        "--split", choices=SPLITS, default="test",
+        help="scenes to edit: test (the evaluation) or tune (for choosing settings)",
     )
     evaluate.add_argument("--kinds", default="move,resize", help="edit kinds to alternate over (move, resize)")
     _model_arguments(evaluate)

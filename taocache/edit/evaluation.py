@@ -28,7 +28,7 @@ import numpy as np
 
 from ..io import atomic_write_text
 from ..metrics import format_rate, rate_interval
-from ..world import Scene, agreement, read_image, render, split
+from ..world import Scene, agreement, read_image, render, scenes_of
 from ..world.scenes import POSITIONS, SIZES, SPLITS
 from .baselines import ddim_target_edit, sdedit_edit
 from .config import EditConfig
@@ -63,9 +63,9 @@ class EditCase:
 KINDS = ("move", "resize")
 
 
-def build_cases(count: int, seed: int = 0, scenes: str = "held-out", kinds=KINDS) -> list[EditCase]:
+def build_cases(count: int, seed: int = 0, scenes: str = "test", kinds=KINDS) -> list[EditCase]:
     """``count`` cases alternating over ``kinds`` from distinct still scenes of the ``scenes`` split, in a fixed
-    order. The held-out split is the evaluation; the train split is for choosing settings without it."""
+    order. The test split is the evaluation; the tune split is for choosing settings without it."""
     if count < 1:
         raise ValueError(f"cases={count} must be at least 1")
     if scenes not in SPLITS:
@@ -73,11 +73,10 @@ def build_cases(count: int, seed: int = 0, scenes: str = "held-out", kinds=KINDS
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"kinds={kinds!r} must be a non-empty selection of {', '.join(KINDS)}")
-    train, held_out = split(video=False)
-    pool = list(held_out if scenes == "held-out" else train)
+    pool = list(scenes_of(scenes, video=False))
     rng = random.Random(seed)
     rng.shuffle(pool)
-    prefix = "" if scenes == "held-out" else "train-"
+    prefix = "" if scenes == "test" else f"{scenes}-"
     cases = []
     for i, scene in enumerate(pool * (1 + count // len(pool))):
         if len(cases) == count:
@@ -204,7 +203,7 @@ class EvalSettings:
     sweep_steps_source: tuple = (10, 20)
     taocache: bool = False
     seed: int = 0
-    split: str = "held-out"
+    split: str = "test"
     kinds: tuple = KINDS
 
     def __post_init__(self):
@@ -271,14 +270,14 @@ def run_evaluation(
 
 
 def _calibrated_taocache(pipe, config: EditConfig, output_dir: Path, seed: int):
-    """TaoCache calibrated on full text-to-image runs of training captions at the editing settings."""
+    """TaoCache calibrated on full text-to-image runs of tune captions at the editing settings."""
     from .acceleration import cache_available, calibrated_cache_config
     from .inputs import model_size
 
     if not cache_available():
         raise RuntimeError("--taocache needs taocache.enable/disable, which this installation lacks")
-    train, _ = split(video=False)
-    prompts = [scene.caption for scene in random.Random(seed + 1).sample(train, 8)]
+    tune = scenes_of("tune", video=False)
+    prompts = [scene.caption for scene in random.Random(seed + 1).sample(tune, 8)]
     height, width = model_size(pipe)
     call = {
         "num_inference_steps": config.num_steps,

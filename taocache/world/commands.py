@@ -11,13 +11,14 @@ def register(sub) -> None:
     p = sub.add_parser("world-eval", help="score a sample-world model on its captions with the analytic scorer")
     p.add_argument("--model", default=None, help="recipe, folder or hub id (default: the embedded model of --kind)")
     p.add_argument("--kind", choices=("video", "image"), default="video")
-    p.add_argument("--captions", type=int, default=50, help="captions to score (at most 50)")
+    p.add_argument("--seeds", type=int, default=2, help="samples (seeds 0, 1, ...) per caption of the split")
+    p.add_argument("--max-samples", type=int, default=None, help="score only the first N samples (a quick look)")
     p.add_argument(
         "--split",
         choices=SPLITS,
-        default="held-out",
-        help="held-out captions (the quality bar, default) or a fixed draw of training captions (for choosing "
-        "a recipe's settings)",
+        default="test",
+        help="test captions (the quality bar, default), tune captions (for choosing a recipe's settings) or "
+        "train captions",
     )
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
@@ -26,7 +27,7 @@ def register(sub) -> None:
         "--output",
         type=Path,
         default=None,
-        help="JSON file (default: eval/results/model-<name>.json, model-<name>-train.json with --split train)",
+        help="JSON file (default: eval/results/model-<name>.json; model-<name>-<split>.json for another split)",
     )
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p.set_defaults(func=run)
@@ -38,26 +39,30 @@ def run(args) -> int:
     from ..recipes import ROOT, check_device, load_pipeline
     from .evaluate import evaluate_model
 
-    if not 1 <= args.captions <= 50:
-        raise ValueError(f"--captions={args.captions} must be between 1 and 50")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds={args.seeds} must be at least 1")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max-samples={args.max_samples} must be at least 1")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps={args.steps} must be at least 1")
     if args.guidance is not None and not args.guidance >= 0:
         raise ValueError(f"--guidance={args.guidance} must be a number >= 0")
     check_device(args.device)
     pipe, recipe = load_pipeline(args.model, kind=args.kind, device=args.device)
-    suffix = "" if args.split == "held-out" else f"-{args.split}"
+    suffix = "" if args.split == "test" else f"-{args.split}"
     output = args.output or ROOT / "eval" / "results" / f"model-{recipe.name}{suffix}.json"
     refuse_overwrite(output, args.force)
-    result = evaluate_model(
-        pipe, recipe, args.captions, args.split, num_inference_steps=args.steps, guidance_scale=args.guidance
-    )
+    result = evaluate_model(pipe, recipe, args.split, args.seeds, args.max_samples, num_inference_steps=args.steps,
+                            guidance_scale=args.guidance)
     write_json(output, result)
     settings = result["settings"]
-    print(f"{recipe.name}: {settings['captions']} {args.split} captions, guidance {settings.get('guidance_scale')}")
-    print("  attribute   agreement (95% interval)")
+    print(f"{recipe.name}: {settings['samples']} samples of {args.split} captions, guidance "
+          f"{settings.get('guidance_scale')}")
+    print("  attribute   agreement (95% interval)   chance")
     for name, rate in result["rates"].items():
-        print(f"  {name:<11} {format_rate(rate, result['intervals'][name])}")
+        chance = result["chance"].get(name)
+        print(f"  {name:<11} {format_rate(rate, result['intervals'][name]):<24} "
+              f"{'' if chance is None else f'{100 * chance:.0f}%'}")
     print(f"  autoencoder reconstruction PSNR {result['autoencoder_psnr_db']:.2f} dB")
     print(f"written {output}")
     return 0
