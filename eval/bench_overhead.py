@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import taocache
-from taocache.cache.api import _hooks
+from taocache.taocache.backend import hooks_of
 
 CAPTION = "a large red circle moves left on a dark background"
 
@@ -33,7 +33,7 @@ CAPTION = "a large red circle moves left on a dark background"
 def build(args):
     from diffusers import WanPipeline
 
-    from taocache.builders import wan_components
+    from taocache.testing import wan_components
     from taocache.world import vocabulary
 
     parts = wan_components(vocabulary(), z_dim=16, heads=args.heads, head_dim=64, layers=args.layers,
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):  # alternate, so that a change in the machine's load hits both alike
         full_times.append(loop_time(pipe, args))
         taocache.enable(pipe, config)
-        timings = instrument(_hooks(pipe)["transformer"])
+        timings = instrument(hooks_of(pipe)["transformer"])
         cached_times.append(loop_time(pipe, args))
         record = taocache.stats(pipe)
         taocache.disable(pipe)

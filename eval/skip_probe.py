@@ -33,7 +33,7 @@ def _steps(text: str) -> list[int]:
 @contextmanager
 def predicting_only(steps: set[int]):
     """Within the block, TaoCache predicts no call outside ``steps`` (its own rule still decides inside)."""
-    from taocache.cache.hook import TaoCacheHook
+    from taocache.taocache.hook import TaoCacheHook
 
     original = TaoCacheHook._predict
 
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
     import taocache
     from taocache.bench.sweep import world_calibration_prompts
-    from taocache.cache.calibration import DEFAULT_HORIZON, calibration_steps_for
+    from taocache.taocache.calibration import DEFAULT_HORIZON, calibration_steps_for
     from taocache.metrics import psnr
     from taocache.recipes import load_pipeline
     from taocache.world import scenes_of

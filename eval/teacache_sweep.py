@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from taocache.cache.teacache import TeaCacheConfig, apply_teacache, remove_teacache, teacache_stats
-from taocache.io import write_json
+from taocache.core.data import data_path
 from taocache.metrics import psnr
-from taocache.recipes import ROOT, load_pipeline
+from taocache.recipes import load_pipeline
+from taocache.results import write_json
+from taocache.teacache import TeaCacheConfig, apply_teacache, remove_teacache, teacache_stats
 from taocache.world import scenes_of
 
 logger = logging.getLogger("teacache_sweep")
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--coefficients",
         type=Path,
-        default=ROOT / "pipelines/coefficients/tiny-t2v-teacache.json",
+        default=data_path("pipelines", "coefficients", "tiny-t2v-teacache.json"),
         help="fitted coefficient file; 'auto' lets apply_teacache find coefficients for the model",
     )
     parser.add_argument("--captions", type=int, default=4, help="tune captions of the sample world")
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per caption; the fastest counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=ROOT / "eval/runs/teacache_sweep.json")
+    parser.add_argument("--output", type=Path, default=Path("eval", "runs", "teacache_sweep.json"))
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -63,7 +63,7 @@ def parse_args(argv=None):
 
 def load(args):
     if args.random:
-        from taocache.builders import tiny_wan_pipeline
+        from taocache.testing import tiny_wan_pipeline
 
         pipe = tiny_wan_pipeline()
         pipe.set_progress_bar_config(disable=True)

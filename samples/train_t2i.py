@@ -37,7 +37,7 @@ from trainlib import (  # noqa: E402
     train_loop,
 )
 
-from taocache.builders import sd_components  # noqa: E402
+from taocache.testing import sd_components  # noqa: E402
 from taocache.world import split  # noqa: E402
 from taocache.world.scenes import sample_batch  # noqa: E402
 

@@ -38,7 +38,7 @@ from trainlib import (  # noqa: E402
     train_loop,
 )
 
-from taocache.builders import wan_components  # noqa: E402
+from taocache.testing import wan_components  # noqa: E402
 from taocache.world import split  # noqa: E402
 from taocache.world.scenes import sample_batch  # noqa: E402
 

@@ -6,23 +6,27 @@
     print(taocache.stats(pipe))      # denoiser calls computed / predicted, per guidance branch
     taocache.disable(pipe)           # the exact original behaviour again
 
-The cache API is imported on first use, so ``import taocache.world`` stays light.
+The entry points (each documented with its arguments, result and an example): :func:`enable`,
+:func:`disable`, :func:`stats`, :func:`calibrate` (``taocache.api``), :func:`tune` (``taocache.tuning``),
+:class:`TaoCacheConfig`, :class:`TeaCacheConfig`, :func:`load_configs` / :func:`save_configs`
+(``taocache.configs``); editing is ``taocache.edit``. They are imported on first use, so
+``import taocache.world`` stays light.
 """
 
 __version__ = "0.1.0"
 
 _API = {
-    "enable": "taocache.cache.api",
-    "disable": "taocache.cache.api",
-    "stats": "taocache.cache.api",
-    "calibrate": "taocache.cache.api",
-    "TaoCacheConfig": "taocache.cache.config",
-    "Calibration": "taocache.cache.calibration",
-    "CacheStats": "taocache.cache.stats",
-    "TeaCacheConfig": "taocache.cache.teacache",
-    "tune": "taocache.cache.tune",
-    "load_configs": "taocache.cache.config_file",
-    "save_configs": "taocache.cache.config_file",
+    "enable": "taocache.api",
+    "disable": "taocache.api",
+    "stats": "taocache.api",
+    "calibrate": "taocache.api",
+    "TaoCacheConfig": "taocache.taocache.config",
+    "Calibration": "taocache.taocache.calibration",
+    "CacheStats": "taocache.taocache.stats",
+    "TeaCacheConfig": "taocache.teacache.config",
+    "tune": "taocache.tuning",
+    "load_configs": "taocache.configs",
+    "save_configs": "taocache.configs",
 }
 
 __all__ = list(_API)

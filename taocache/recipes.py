@@ -1,4 +1,5 @@
-"""Recipes: one TOML file per supported model under ``pipelines/``, and the one place that loads pipelines.
+"""Recipes: one TOML file per supported model under ``pipelines/`` (package data in a wheel), and the one place
+that loads pipelines.
 
 A recipe records what a model needs to run as intended (its native size, frames, steps, guidance and
 scheduler settings) and the published evaluation setting. Commands take ``--model`` as a recipe name, a
@@ -13,10 +14,10 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .core.data import data_path, data_root
+
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-PIPELINES_DIR = ROOT / "pipelines"
 DEFAULT_MODELS = {"video": "tiny-t2v", "image": "tiny-t2i"}
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -52,10 +53,11 @@ class Recipe:
         return kwargs
 
     def model_location(self) -> str:
-        """A local path (resolved against the project root when relative and present there) or a hub id."""
+        """A local path (a relative one is read against the package's data, where the embedded models are)
+        or a hub id."""
         path = Path(self.model)
-        if not path.is_absolute() and (ROOT / path).exists():
-            return str(ROOT / path)
+        if not path.is_absolute() and (data_root() / path).exists():
+            return str(data_root() / path)
         return self.model
 
 
@@ -77,9 +79,14 @@ def _from_toml(path: Path) -> Recipe:
     return Recipe(**known)
 
 
+def recipes_dir() -> Path:
+    """The folder of the recipes that ship with taocache."""
+    return data_path("pipelines")
+
+
 def list_recipes() -> list[Recipe]:
     """Every recipe under ``pipelines/``, sorted by name."""
-    return sorted((_from_toml(p) for p in PIPELINES_DIR.glob("*.toml")), key=lambda r: r.name)
+    return sorted((_from_toml(p) for p in recipes_dir().glob("*.toml")), key=lambda r: r.name)
 
 
 def find_recipe(model: str | None = None, kind: str = "video") -> Recipe:
@@ -91,7 +98,7 @@ def find_recipe(model: str | None = None, kind: str = "video") -> Recipe:
         if not path.is_file():
             raise FileNotFoundError(f"recipe file {path} does not exist")
         return _from_toml(path)
-    named = PIPELINES_DIR / f"{model}.toml"
+    named = recipes_dir() / f"{model}.toml"
     if path.name == model and named.is_file():  # a bare name; a path is never read as a recipe name
         return _from_toml(named)
     if path.is_dir():
@@ -112,7 +119,7 @@ def find_recipe(model: str | None = None, kind: str = "video") -> Recipe:
         logger.warning("no recipe for hub id %s: using the pipeline's own call defaults", model)
         return Recipe(name=model, model=model, pipeline="DiffusionPipeline", kind=kind)
     raise FileNotFoundError(
-        f"unknown model {model!r}: not a recipe in {PIPELINES_DIR} "
+        f"unknown model {model!r}: not a recipe in {recipes_dir()} "
         f"({', '.join(r.name for r in list_recipes())}), not a pipeline folder, not a hub id (owner/name)"
     )
 

@@ -22,7 +22,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def wan():
     """A tiny random-weight WanPipeline (one torch thread, no progress bars), shared by a test module."""
-    from taocache.builders import tiny_wan_pipeline
+    from taocache.testing import tiny_wan_pipeline
 
     torch.set_num_threads(1)
     pipe = tiny_wan_pipeline()

@@ -106,7 +106,7 @@ def test_calibrate_writes_a_file_that_enable_finds(wan, isolated_calibrations):
 
 
 def test_a_calibration_for_another_model_is_refused(wan, tmp_path):
-    from taocache.builders import tiny_sd_pipeline
+    from taocache.testing import tiny_sd_pipeline
 
     sd = tiny_sd_pipeline()
     calibration = taocache.calibrate(sd, [CAPTION], call_kwargs={"num_inference_steps": 6}, progress=False,
@@ -126,29 +126,41 @@ def test_corrupt_calibration_file_is_named(wan, isolated_calibrations):
         taocache.enable(wan)
 
 
-def test_stacking_registry_applies_and_removes_other_caches(wan):
-    from taocache.cache import api
+def test_a_backend_added_to_the_registry_is_applied_removed_and_reported(wan, monkeypatch, tmp_path):
+    from taocache import registry
 
     class Marker:
         pass
 
     applied = []
-    api.register_cache(Marker, lambda target, cfg: applied.append(cfg), lambda target: applied.clear())
-    try:
-        marker = Marker()
-        taocache.enable(wan, [marker, TaoCacheConfig()])
-        assert applied == [marker] and "cond" not in taocache.stats(wan).branches
-        taocache.disable(wan)
-        assert applied == []
-        with pytest.raises(TypeError, match="unsupported cache config"):
-            taocache.enable(wan, [object()])
-    finally:
-        api._STACKABLE.pop(Marker, None)
+
+    def apply(target, config, stacked):
+        applied.append((config, stacked))
+
+    def remove(target):
+        was_on = bool(applied)
+        applied.clear()
+        return was_on
+
+    marker_backend = registry.CacheBackend("marker", Marker, apply, remove, lambda target: {"on": len(applied)})
+    builtin = registry.backends()
+    monkeypatch.setattr(registry, "backends", lambda: (*builtin, marker_backend))
+    marker = Marker()
+    taocache.enable(wan, [marker, TaoCacheConfig()])
+    assert applied == [(marker, True)] and "cond" not in taocache.stats(wan).branches
+    assert taocache.stats(wan).stacked["Marker"] == {"on": 1}
+    taocache.disable(wan)
+    assert applied == []
+    with pytest.raises(TypeError, match="unsupported cache config"):
+        taocache.enable(wan, [object()])
+    with pytest.raises(TypeError, match="cannot save a Marker"):
+        taocache.save_configs(tmp_path / "marker.json", [marker])
+    assert not (tmp_path / "marker.json").exists()
 
 
 @pytest.fixture(scope="module")
 def wan_folder(tmp_path_factory):
-    from taocache.builders import tiny_wan_pipeline
+    from taocache.testing import tiny_wan_pipeline
 
     folder = tmp_path_factory.mktemp("models") / "tiny-wan"
     tiny_wan_pipeline().save_pretrained(folder)

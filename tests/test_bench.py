@@ -6,7 +6,7 @@ import math
 import pytest
 
 from taocache.bench import Benchmark, BenchPlan, make_method
-from taocache.bench.methods import METHODS, Method, register_method
+from taocache.bench.methods import METHODS, Method
 from taocache.bench.records import append_record, finished_keys, read_records
 from taocache.bench.static_skip import StaticSkipConfig
 from taocache.bench.sweep import world_calibration_prompts, world_prompts
@@ -52,7 +52,7 @@ def _plan(methods, **overrides):
 
 @pytest.fixture(scope="module")
 def bench_run(pipe, tmp_path_factory):
-    register_method(DoesNothing)
+    METHODS[DoesNothing.name] = DoesNothing
     methods = [
         make_method("steps", {"steps": 3}),
         make_method("static", {"interval": 2, "start": 2}),
@@ -163,7 +163,7 @@ def test_taocache_calibration_steps_is_a_setting_of_its_own(pipe):
     context = BenchContext(pipe=pipe, call=CALL, calibration_prompts=world_calibration_prompts(count=1),
                            calibration_seed=0, run=None, shared={})
     assert method.prepare(context)["steps"] == 8
-    assert method.config.calibration.steps == 8
+    assert method.config(pipe, CALL).calibration.steps == 8
     with pytest.raises(ValueError, match="calibration_steps"):
         make_method("taocache", {"calibration_steps": 1})
 

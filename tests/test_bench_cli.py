@@ -30,7 +30,7 @@ settings = [{ interval = 2, start = 1 }]
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from taocache.builders import tiny_wan_pipeline
+    from taocache.testing import tiny_wan_pipeline
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("model")
@@ -82,7 +82,7 @@ def test_bench_writes_results_and_report_then_resumes(model, tmp_path, capsys):
 
 
 def test_bench_checks_numbers_and_refuses_another_model_of_the_same_name(model, tmp_path, capsys):
-    from taocache.builders import tiny_wan_pipeline
+    from taocache.testing import tiny_wan_pipeline
 
     recipe, sweep = model
     base = ["bench", "--sweep", str(sweep), "--out", str(tmp_path / "out"), "--no-progress", "--no-report"]

@@ -101,6 +101,7 @@ def test_merge_moves_shard_records_into_one_file(tmp_path):
 
 def test_probe_counts_work_and_finds_steps_without_a_step_callback():
     import torch
+    from diffusers import DiffusionPipeline
 
     from taocache.bench.probe import DenoiserProbe
 
@@ -113,9 +114,10 @@ def test_probe_counts_work_and_finds_steps_without_a_step_callback():
         def forward(self, x, timestep=None, skip=False):
             return x if skip else self.outer(self.inner(x))
 
-    class Pipe:  # no callback_on_step_end: steps are told apart by the timestep
+    class Pipe(DiffusionPipeline):  # no callback_on_step_end: steps are told apart by the timestep
         def __init__(self):
-            self.transformer = Denoiser()
+            super().__init__()
+            self.register_modules(transformer=Denoiser())
 
         def __call__(self, steps):
             x = torch.zeros(3, 4)
@@ -129,8 +131,8 @@ def test_probe_counts_work_and_finds_steps_without_a_step_callback():
     with probe.attached():
         pipe(4)
     trace = probe.finish()
-    full = 3 * (4 * 6) + 3 * (6 * 4)  # rows x weight size, per linear layer
-    assert trace.calls == 8 and trace.step_macs == [[full, 0], [full, full], [full, 0], [full, full]]
+    full = 2 * (3 * (4 * 6) + 3 * (6 * 4))  # a multiply and an add per row and weight, per linear layer
+    assert trace.calls == 8 and trace.step_flops == [[full, 0], [full, full], [full, 0], [full, full]]
     assert trace.loop_seconds > 0 and len(trace.step_seconds) == 4
     with probe.attached():
         pass

@@ -6,13 +6,9 @@ import math
 import pytest
 import torch
 
-from taocache.cache.calibration import (
-    CalibratedDenoiser,
-    Calibration,
-    CalibrationRecorder,
-    StepStats,
-    fingerprint,
-)
+from taocache.core.fingerprint import fingerprint
+from taocache.taocache.calibration import CalibratedDenoiser, Calibration, StepStats
+from taocache.taocache.recorder import CalibrationRecorder
 
 
 def record_trajectory(outputs, timesteps, horizon=2, branches=None):

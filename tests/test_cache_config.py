@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from taocache.cache.config import PREDICTORS, TaoCacheConfig
+from taocache.taocache.config import PREDICTORS, TaoCacheConfig
 
 
 def test_defaults_are_valid_and_documented():

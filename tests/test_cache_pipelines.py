@@ -31,9 +31,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(kind, seed=0):
-    from taocache import builders
+    from taocache import testing
 
-    pipe = getattr(builders, f"tiny_{kind}_pipeline")(seed=seed)
+    builders = {"wan": testing.tiny_wan_pipeline, "latte": testing.tiny_latte_pipeline,
+                "cogvideox": testing.tiny_cogvideox_pipeline, "sd": testing.tiny_sd_pipeline}
+    pipe = builders[kind](seed=seed)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -137,7 +139,7 @@ def test_two_pipelines_do_not_interfere():
 def test_wan22_two_transformers_keep_a_state_each():
     from diffusers import WanPipeline
 
-    from taocache.builders import wan_components
+    from taocache.testing import wan_components
     from taocache.world import vocabulary
 
     high, low = wan_components(vocabulary(), seed=0), wan_components(vocabulary(), seed=1)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from taocache.builders import tiny_sd_pipeline
+from taocache.testing import tiny_sd_pipeline
 from taocache.edit import EditConfig, NonRigidEditor
 from taocache.edit import editor as editor_module
 from taocache.edit.acceleration import sampling_cache
@@ -266,7 +266,7 @@ def test_s_equal_to_the_step_count_ignores_the_edit(pipe, image):
 # ------------------------------------------------------------------------------------------------ cache hook
 
 def test_sampling_cache_enables_and_disables_taocache_around_one_run(pipe, image, monkeypatch):
-    import taocache
+    from taocache import api
 
     original_scheduler = pipe.scheduler
     calls = []
@@ -274,9 +274,9 @@ def test_sampling_cache_enables_and_disables_taocache_around_one_run(pipe, image
     def enable(p, c):  # what a hook sees while enabled: this run's schedule and a guided batch
         calls.append(("enable", p, c, list(p.scheduler.timesteps), p.do_classifier_free_guidance))
 
-    monkeypatch.setattr(taocache, "enable", enable, raising=False)
-    monkeypatch.setattr(taocache, "disable", lambda p: calls.append(("disable", p)), raising=False)
-    monkeypatch.setattr(taocache, "stats", lambda p: {"computed": 3}, raising=False)
+    monkeypatch.setattr(api, "enable", enable)
+    monkeypatch.setattr(api, "disable", lambda p: calls.append(("disable", p)))
+    monkeypatch.setattr(api, "stats", lambda p: {"computed": 3})
     editor = NonRigidEditor(pipe, EditConfig(**FAST), cache_dir=None, progress=False)
     prepared = editor.prepare(image, SOURCE, TARGET)
     calls.clear()
@@ -287,17 +287,10 @@ def test_sampling_cache_enables_and_disables_taocache_around_one_run(pipe, image
     assert pipe.scheduler is original_scheduler and not hasattr(pipe, "_guidance_scale")
 
 
-def test_sampling_cache_explains_a_missing_taocache_enable(pipe, monkeypatch):
-    from types import SimpleNamespace
-
-    from taocache.edit import acceleration
-
-    monkeypatch.setattr(acceleration, "_taocache", lambda: SimpleNamespace())
+def test_sampling_cache_without_a_config_changes_nothing(pipe):
     with sampling_cache(pipe, None) as report:
         assert report == {}
-    with pytest.raises(RuntimeError, match="taocache.enable"), sampling_cache(pipe, object()):
-        pass
-    assert not acceleration.cache_available()
+    assert not hasattr(pipe, "_guidance_scale")
 
 
 # ------------------------------------------------------------------------------------------------ artefacts

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from taocache.builders import tiny_sd_pipeline
+from taocache.testing import tiny_sd_pipeline
 from taocache.cli import main
 from taocache.edit import EditConfig
-from taocache.edit.evaluation import EditCase, EvalSettings, build_cases, run_evaluation, score_edit
+from taocache.edit.cases import EditCase, EvalSettings, build_cases
+from taocache.edit.evaluation import run_evaluation
+from taocache.edit.scoring import score_edit
 from taocache.metrics import format_rate
 from taocache.world import Scene, render, scenes_of
 
@@ -79,7 +81,7 @@ def test_edit_writes_the_edit_and_a_grid_and_reuses_artefacts(model_dir, image_f
 ])
 def test_edit_rejects_bad_settings_before_any_work(model_dir, image_file, tmp_path, capsys, extra, message,
                                                   monkeypatch):
-    from taocache.edit import commands
+    from taocache.cli import edit as commands
 
     def no_model(*args):
         raise AssertionError("the model was loaded before the input was checked")

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 def test_position_probe_prints_each_timestep(tmp_path, capsys):
     import position_probe
 
-    from taocache.builders import tiny_sd_pipeline
+    from taocache.testing import tiny_sd_pipeline
 
     tiny_sd_pipeline().save_pretrained(tmp_path)
     position_probe.main(["--model", str(tmp_path), "--timesteps", "900", "300"])

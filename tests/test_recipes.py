@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from taocache.builders import tiny_wan_pipeline
+from taocache.testing import tiny_wan_pipeline
 from taocache.recipes import Recipe, find_recipe, list_recipes, load_pipeline, with_call
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from taocache.bench.media import side_by_side_gif
+from taocache.results.media import side_by_side, write_video
 from taocache.bench.records import append_record
 from taocache.report import write_report
 from taocache.report.aggregate import aggregate, frontier, interpolate, matched_table
@@ -38,7 +38,7 @@ def _run(key, label, method, seed, psnr, loop, computed, ref="full-0", **extra):
         "setting": {},
         "metrics": {"psnr": psnr, "ssim": 0.9, "lpips": None},
         "timing": {"loop_s": loop, "call_s": loop + 0.5},
-        "calls": {"made": 20, "computed": computed, "decisions": [[1.0, 1.0]] * 10},
+        "calls": {"made": 20, "computed": computed, "computed_calls": round(computed), "decisions": [[1.0, 1.0]] * 10},
         "memory": {"peak_bytes": 2**20},
         "flags": [],
         "notes": [],
@@ -91,7 +91,7 @@ def results(tmp_path):
         },
     )
     video = np.random.default_rng(0).random((3, 8, 8, 3))
-    gif = side_by_side_gif(tmp_path / "media" / "c0.gif", video, video * 0.5)
+    gif = write_video(tmp_path / "media" / "c0.gif", side_by_side(video, video * 0.5))
     assert gif.is_file()
     lines = path.read_text().splitlines()
     lines = [json.dumps({**json.loads(x), "media": "media/c0.gif"}) if '"c0"' in x else x for x in lines]

@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from taocache.cache.teacache import (
-    HOOK_NAMES,
-    ROOT_HOOK,
-    ModelMatch,
-    TeaCacheConfig,
-    apply_teacache,
-    config_fingerprint,
-    per_sample_rel_l1,
-    remove_teacache,
-    teacache_stats,
-)
+from taocache.core.fingerprint import fingerprint as config_fingerprint
+from taocache.teacache.config import ModelMatch, TeaCacheConfig
+from taocache.teacache.hooks import HOOK_NAMES, ROOT_HOOK, apply_teacache, remove_teacache, teacache_stats
+from taocache.teacache.indicators import per_sample_rel_l1
 
 CAPTION = "a large red circle moves left on a dark background"
 WAN_CALL = {
@@ -41,7 +34,7 @@ def run_wan(pipe, steps=12, prompt=CAPTION, seed=0):
 
 @pytest.fixture(scope="module")
 def latte():
-    from taocache.builders import tiny_latte_pipeline
+    from taocache.testing import tiny_latte_pipeline
 
     return tiny_latte_pipeline(num_layers=2, vae_levels=2)  # 16x16 frames; a block stack of two
 
@@ -394,7 +387,7 @@ def test_latte_batched_guidance_skips_and_removes_exactly(latte, cleanup):
 
 
 def test_works_under_torch_compile(cleanup):
-    from taocache.builders import tiny_wan_pipeline
+    from taocache.testing import tiny_wan_pipeline
 
     pipe = tiny_wan_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -480,7 +473,7 @@ def test_missing_coefficient_file_names_the_file(tmp_path):
 
 def test_stacks_under_taocache_through_enable_and_disable(wan):
     import taocache
-    from taocache.cache import TaoCacheConfig
+    from taocache import TaoCacheConfig
 
     reference = run_wan(wan)
     taocache.enable(wan, [TeaCacheConfig(rel_l1_thresh=0.3, coefficients=[1.0, 0.0]), TaoCacheConfig()])
@@ -495,7 +488,7 @@ def test_stacks_under_taocache_through_enable_and_disable(wan):
 
 def test_a_failing_stack_leaves_the_plain_pipeline_and_calibration_refuses_a_stack(wan, tmp_path):
     import taocache
-    from taocache.cache import TaoCacheConfig
+    from taocache import TaoCacheConfig
 
     reference = run_wan(wan)
     missing = tmp_path / "no-such-calibration.json"
@@ -532,7 +525,7 @@ def test_teacache_alone_through_enable_reports_and_disables(wan, caplog):
 
 def test_under_taocache_teacache_knows_the_step_where_the_pipeline_does_not_say(latte):
     import taocache
-    from taocache.cache import TaoCacheConfig
+    from taocache import TaoCacheConfig
 
     call = {"height": 16, "width": 16, "video_length": 4, "guidance_scale": 5.0, "clean_caption": False,
             "mask_feature": False, "num_inference_steps": 12}
@@ -551,11 +544,11 @@ def test_under_taocache_teacache_knows_the_step_where_the_pipeline_does_not_say(
 
 
 def test_coefficients_fitted_for_the_model_are_found_with_their_warmup(wan, tmp_path, monkeypatch, cleanup):
-    from taocache.cache import teacache
+    from taocache.teacache import coefficients
 
     write(tmp_path / "a-broken.json", "{not json")  # skipped with a warning, not fatal
     write(tmp_path / "tiny.json", valid_file_content(wan.transformer))
-    monkeypatch.setattr(teacache, "COEFFICIENTS_DIR", tmp_path)
+    monkeypatch.setattr(coefficients, "coefficient_directories", lambda: [tmp_path])
     resolved = attach(wan.transformer, cleanup, rel_l1_thresh=0.1)
     assert resolved.coefficients == (0.5, 0.0) and resolved.warmup_steps == 2
     assert resolved.model_match.source == str(tmp_path / "tiny.json")
@@ -564,10 +557,10 @@ def test_coefficients_fitted_for_the_model_are_found_with_their_warmup(wan, tmp_
 def test_shipped_coefficients_belong_to_the_embedded_model():
     from diffusers import WanTransformer3DModel
 
-    from taocache.recipes import ROOT
+    from taocache.core.data import data_path
 
-    config = TeaCacheConfig.from_file(ROOT / "pipelines/coefficients/tiny-t2v-teacache.json")
+    config = TeaCacheConfig.from_file(data_path("pipelines", "coefficients", "tiny-t2v-teacache.json"))
     embedded = WanTransformer3DModel.from_config(
-        WanTransformer3DModel.load_config(ROOT / "samples/models/tiny-t2v/transformer")
+        WanTransformer3DModel.load_config(data_path("samples", "models", "tiny-t2v", "transformer"))
     )
     assert config.model_match.mismatch(embedded) is None

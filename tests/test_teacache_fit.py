@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from taocache.cache.teacache import (
-    TeaCacheConfig,
-    TeaCacheRecord,
-    apply_teacache,
-    remove_teacache,
-    teacache_stats,
-)
-from taocache.cache.teacache_fit import (
+from taocache.teacache import TeaCacheConfig, TeaCacheRecord, apply_teacache, remove_teacache, teacache_stats
+from taocache.teacache.fit import (
     change_pairs,
     coefficient_file_content,
     fit_polynomial,

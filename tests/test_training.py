@@ -16,7 +16,7 @@ CAPTION = "a small red circle on the left on a dark background"
 
 
 def test_image_captions_are_encoded_as_stable_diffusion_encodes_them():
-    from taocache.builders import tiny_sd_pipeline
+    from taocache.testing import tiny_sd_pipeline
 
     pipe = tiny_sd_pipeline()
     ours = trainlib.encode_captions(pipe.tokenizer, pipe.text_encoder, [CAPTION], 16, masked=False)

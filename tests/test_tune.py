@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import taocache
-from taocache.cache import tune as tune_module
-from taocache.cache.config_file import load_configs, save_configs
-from taocache.cache.teacache import ModelMatch, TeaCacheConfig, teacache_stats
-from taocache.cache.tune import Candidate, Targets, tune
+from taocache import tuning as tune_module
+from taocache.configs import load_configs, save_configs
+from taocache.teacache import ModelMatch, TeaCacheConfig, teacache_stats
+from taocache.tuning import Candidate, Targets, tune
 from taocache.cli import main
 
 CALL = {"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 8, "guidance_scale": 5.0,
@@ -64,7 +64,7 @@ def test_loose_target_picks_the_cheapest_candidate_and_checks_it(wan, loose):
     assert [row["prompt"] for row in loose.check] == CHECK and loose.check_pass_rate == 1.0
     for candidate in loose.candidates:  # the worst case is the minimum over the search prompts
         assert candidate.worst["psnr"] == min(row["psnr"] for row in candidate.per_prompt)
-    assert not taocache.cache.api._hooks(wan)  # nothing left on the pipeline
+    assert not taocache.api.active_caches(wan)  # nothing left on the pipeline
 
 
 def test_stacked_cost_counts_teacache_skips(loose):

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from taocache.builders import tiny_sd_pipeline, tiny_wan_pipeline
+from taocache.testing import tiny_sd_pipeline, tiny_wan_pipeline
 from taocache.cli import main
 from taocache.recipes import Recipe
 from taocache.world import scenes_of

@@ -1,6 +1,6 @@
 """The benchmark harness: runs the full pipeline and each method over prompts and seeds, streams records."""
 
-from .methods import METHODS, Method, Unsupported, make_method, register_method
+from .methods import METHODS, Method, Unsupported, make_method
 from .runner import Benchmark, BenchPlan
 from .sweep import Sweep, load_sweep, read_prompts
 
@@ -14,5 +14,4 @@ __all__ = [
     "load_sweep",
     "make_method",
     "read_prompts",
-    "register_method",
 ]

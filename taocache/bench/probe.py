@@ -1,17 +1,18 @@
 """Measuring a pipeline call from the outside: denoiser calls, the work they did, step times, peak memory.
 
-Every method is measured the same way, with plain PyTorch forward hooks, so no method reports on itself:
+Every method is measured the same way, with plain PyTorch forward hooks on the pipeline's denoisers, so no
+method reports on itself:
 
-- a pre- and post-hook on the denoiser count its calls and time the denoising loop (first denoiser call
+- a pre- and post-hook on each denoiser count its calls and time the denoising loop (first denoiser call
   to the end of the last step, so text encoding and decoding are excluded);
-- in the *instrumented* run, hooks on every ``nn.Linear`` / ``nn.Conv*`` inside the denoiser add up the
-  multiply-accumulates each call really executed. A cache that skips blocks or whole calls leaves those
-  layers unrun, so the work of a call divided by the work of a full call tells how much of it was computed.
-  (Attention score products are not layers and are not counted; for the transformers benchmarked they
-  scale with the same blocks, so the fraction stays a fair proxy.)
+- in the *instrumented* run, each denoiser call runs under ``torch.utils.flop_counter.FlopCounterMode``,
+  which counts the floating-point operations of what actually runs, attention included (on CPU, PyTorch's
+  fused attention kernel gets the same formula as the GPU ones). A cache that skips blocks or whole calls
+  leaves that work undone, so the FLOPs of a call divided by those of a full call tell how much of it was
+  computed.
 
 Step boundaries come from the pipeline's ``callback_on_step_end`` when it has one, else from a change of
-the ``timestep`` argument between denoiser calls.
+the timestep argument between denoiser calls.
 """
 
 from __future__ import annotations
@@ -24,37 +25,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-_COUNTED_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-
-
-def denoiser_of(pipe) -> torch.nn.Module:
-    """The pipeline's denoiser: its ``transformer`` or ``unet``."""
-    for name in ("transformer", "unet"):
-        module = getattr(pipe, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise ValueError(
-        f"{type(pipe).__name__} has neither a transformer nor a unet component; the benchmark times and "
-        "counts the denoiser and needs one of them"
-    )
+from ..core.denoisers import denoisers_of
+from ..core.steps import CallSignature
 
 
 def supports_step_callback(pipe) -> bool:
     return "callback_on_step_end" in inspect.signature(type(pipe).__call__).parameters
 
 
-def _layer_macs(module, inputs, output) -> int:
-    if isinstance(module, torch.nn.Linear):
-        return module.weight.numel() * (inputs[0].numel() // module.in_features)
-    return output.numel() * (module.weight.numel() // module.weight.shape[0])
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of PyTorch's fused attention on CPU, by the formula ``FlopCounterMode`` uses for the others."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _timestep_of(args, kwargs):
-    value = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-    if isinstance(value, torch.Tensor):
-        return tuple(value.flatten()[:1].tolist())
-    return value
+#: Operations ``FlopCounterMode`` has no formula for in every PyTorch release, and the formula to use.
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that prints nothing and counts attention on every device."""
+    return FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
 
 
 @dataclass
@@ -64,8 +56,8 @@ class CallTrace:
     loop_start: float | None = None
     loop_end: float | None = None
     step_ends: list[float] = field(default_factory=list)
-    #: per step, the multiply-accumulates of each denoiser call in that step (instrumented runs only)
-    step_macs: list[list[int]] = field(default_factory=list)
+    #: per step, the floating-point operations of each denoiser call in that step (instrumented runs only)
+    step_flops: list[list[int]] = field(default_factory=list)
     calls: int = 0
 
     @property
@@ -84,17 +76,18 @@ class CallTrace:
 
 
 class DenoiserProbe:
-    """Hooks that fill a :class:`CallTrace` for each pipeline call; ``count_work`` adds the layer hooks."""
+    """Hooks that fill a :class:`CallTrace` for each pipeline call; ``count_work`` counts each call's FLOPs."""
 
     def __init__(self, pipe, count_work: bool = False, synchronize: bool = False):
         self.pipe = pipe
-        self.denoiser = denoiser_of(pipe)
+        self.denoisers = [module for _, module in denoisers_of(pipe)]
+        self._signatures = {id(m): CallSignature.of(m) for m in self.denoisers}
         self.count_work = count_work
         self.synchronize = synchronize and torch.cuda.is_available()
         self.use_callback = supports_step_callback(pipe)
         self.trace = CallTrace()
-        self._macs = 0
-        self._call_macs: list[int] = []
+        self._counter: FlopCounterMode | None = None
+        self._call_flops: list[int] = []
         self._last_timestep = None
         self._handles = []
 
@@ -109,24 +102,28 @@ class DenoiserProbe:
         if trace.loop_start is None:
             trace.loop_start = self._now()
         if not self.use_callback:
-            timestep = _timestep_of(args, kwargs)
+            timestep = self._signatures[id(module)].timestep_of(args, kwargs)
             if trace.calls and timestep != self._last_timestep:
                 self._close_step(self._now())
             self._last_timestep = timestep
         trace.calls += 1
-        self._macs = 0
+        if self.count_work:
+            self._counter = flop_counter()
+            self._counter.__enter__()
 
     def _after_call(self, module, args, kwargs, output):
-        self._call_macs.append(self._macs)
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self._call_flops.append(int(self._counter.get_total_flops()))
+            self._counter = None
+        elif not self.count_work:
+            self._call_flops.append(0)
         self.trace.loop_end = self._now() if not self.use_callback else None
-
-    def _count(self, module, inputs, output):
-        self._macs += _layer_macs(module, inputs, output)
 
     def _close_step(self, when: float) -> None:
         self.trace.step_ends.append(when)
-        self.trace.step_macs.append(self._call_macs)
-        self._call_macs = []
+        self.trace.step_flops.append(self._call_flops)
+        self._call_flops = []
 
     def step_callback(self, pipe, step, timestep, callback_kwargs):
         """For ``callback_on_step_end``: marks the end of a step."""
@@ -141,25 +138,22 @@ class DenoiserProbe:
     def new_trace(self) -> CallTrace:
         """Start a fresh trace (one per pipeline call)."""
         self.trace = CallTrace()
-        self._call_macs = []
+        self._call_flops = []
         self._last_timestep = None
         return self.trace
 
     def finish(self) -> CallTrace:
         """Close the last step of a pipeline without a step callback; returns the trace."""
-        if not self.use_callback and self._call_macs:
+        if not self.use_callback and self._call_flops:
             self._close_step(self.trace.loop_end)
         return self.trace
 
     @contextmanager
     def attached(self):
-        """Hooks on while inside; removed on exit whatever happens."""
-        self._handles.append(self.denoiser.register_forward_pre_hook(self._before_call, with_kwargs=True))
-        self._handles.append(self.denoiser.register_forward_hook(self._after_call, with_kwargs=True))
-        if self.count_work:
-            for module in self.denoiser.modules():
-                if isinstance(module, _COUNTED_LAYERS):
-                    self._handles.append(module.register_forward_hook(self._count))
+        """Hooks on while inside; removed on exit whatever happens (a failed call still ends its count)."""
+        for denoiser in self.denoisers:
+            self._handles.append(denoiser.register_forward_pre_hook(self._before_call, with_kwargs=True))
+            self._handles.append(denoiser.register_forward_hook(self._after_call, with_kwargs=True, always_call=True))
         try:
             yield self
         finally:

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import math
 import os
 from pathlib import Path
 
-from ..io import atomic_write_text
+from ..results import JsonlStore
 
-logger = logging.getLogger(__name__)
-
-SCHEMA = 1
+SCHEMA = 2  # 2: work counted in FLOPs (FlopCounterMode), call and FLOP ratios apart
 #: Statuses of a finished run; a resumed benchmark skips these keys.
 FINISHED = ("ok", "unsupported")
 
@@ -29,65 +25,28 @@ def run_key(**identity) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _jsonable(value):
-    """Plain JSON: tensors and numpy values become lists or numbers, infinities become strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else ("inf" if value > 0 else ("-inf" if value < 0 else "nan"))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
+def _is_record(record) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("type"), str)
+        and "key" in record
+        and (record["type"] != "run" or {"method", "status"} <= set(record))
+    )
+
+
+def store(path: str | os.PathLike) -> JsonlStore:
+    """The results file at ``path`` (lines that are no benchmark record are skipped with a warning)."""
+    return JsonlStore(path, accept=_is_record, kind="benchmark record (is this a results.jsonl written by `taocache bench`?)")
 
 
 def append_record(path: str | os.PathLike, record: dict) -> None:
     """Append ``record`` as one line with a single write, then flush and fsync."""
-    line = json.dumps(_jsonable(record), sort_keys=True) + "\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as existing:
-            existing.seek(-1, os.SEEK_END)
-            if existing.read(1) != b"\n":  # a torn last line: end it, so this record stands on its own line
-                line = "\n" + line
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    store(path).append(record)
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
     """Every complete record in ``path`` (an absent file has none); unreadable lines are skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                logger.warning(
-                    "%s line %d is not a complete record (interrupted write?): skipped", path, number
-                )
-                continue
-            if (
-                not isinstance(record, dict)
-                or not isinstance(record.get("type"), str)
-                or "key" not in record
-                or (record["type"] == "run" and not {"method", "status"} <= set(record))
-            ):
-                logger.warning("%s line %d is not a benchmark record: skipped (is this a results.jsonl "
-                               "written by `taocache bench`?)", path, number)
-                continue
-            records.append(record)
-    return records
+    return store(path).read()
 
 
 def finished_keys(records: list[dict]) -> set[str]:
@@ -144,7 +103,7 @@ def merge_shards(results: str | os.PathLike) -> int:
             merged.append(record)
             moved += 1
     if moved:
-        atomic_write_text(results, "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged))
+        store(results).rewrite(merged)
     for shard in shards:
         shard.unlink()
     return moved

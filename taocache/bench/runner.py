@@ -1,6 +1,6 @@
 """The benchmark loop: for each prompt and seed, the full run, then every method setting, each measured.
 
-A run is measured in two parts. The first call, *instrumented*, counts the work every denoiser call did,
+A run is measured in two parts. The first call, *instrumented*, counts the work (FLOPs) every denoiser call did,
 records the per-step decisions, the peak memory and the output scored against the full run; it also serves
 as the warm-up. Then ``repeats`` plain calls are timed (whole call and denoising loop) and their medians
 kept. Every finished run is appended to the results file at once, so an interrupted benchmark resumes
@@ -22,11 +22,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..metrics import LPIPS, as_frames, load_lpips, psnr, ssim
-from .environment import describe_environment
-from .media import difference_image, side_by_side_gif
+from ..core import compat
+from ..core.denoisers import denoisers_of
+from ..core.frames import frames_of
+from ..metrics import LPIPS, load_lpips, quality_row
+from ..results.media import difference_image, side_by_side, write_video
+from ..results.environment import describe_environment
 from .methods import BenchContext, Method, Unsupported, make_method
-from .probe import CallTrace, DenoiserProbe, PeakMemory, denoiser_of
+from .probe import CallTrace, DenoiserProbe, PeakMemory
 from .records import (
     SCHEMA,
     append_record,
@@ -40,7 +43,7 @@ from .records import (
 
 logger = logging.getLogger(__name__)
 
-#: A call whose work is at least this fraction of a full call counts as computed; below it, as skipped.
+#: A call whose work (FLOPs) is at least this fraction of a full call counts as computed; below it, as skipped.
 COMPUTED_FRACTION = 0.5
 #: Speed-up (denoising loop, measured) above which a method that saved no work is flagged.
 SUSPICIOUS_SPEEDUP = 1.1
@@ -120,14 +123,6 @@ class Measurement:
     stats: dict | None = None  # what the method says about its last call, if it says anything
 
 
-def frames_of(output) -> np.ndarray:
-    """The first sample of a pipeline output as (F, H, W, 3) floats in [0, 1]."""
-    for name in ("frames", "images"):
-        if hasattr(output, name):
-            return as_frames(np.asarray(getattr(output, name)[0]))
-    raise ValueError(f"cannot find frames or images in the pipeline output {type(output).__name__}")
-
-
 def _digest(frames: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(frames, dtype=np.float32).tobytes()).hexdigest()[:16]
 
@@ -166,13 +161,15 @@ class Benchmark:
         self.shared: dict = {}
         self.prepared: dict[str, dict] = {}
         self.cuda = self.device.startswith("cuda")
-        self.own_hooks = set(_hook_names(denoiser_of(pipe)))  # hooks the pipeline came with stay untouched
+        # hooks the pipeline came with stay untouched
+        self.own_hooks = {m: set(compat.all_hook_names(m)) for _, m in denoisers_of(pipe)}
 
     # ------------------------------------------------------------------------------------ running the pipe
     def _call(self, prompt: str, seed: int, call: dict, extra: dict | None = None):
-        registry = getattr(denoiser_of(self.pipe), "_diffusers_hook", None)
-        if registry is not None:  # a fresh start for stateful hooks, whatever the pipeline does at its end
-            registry.reset_stateful_hooks()
+        for _, denoiser in denoisers_of(self.pipe):  # a fresh start for stateful hooks, whatever the pipeline
+            registry = compat.registry_of(denoiser)  # does at its end
+            if registry is not None:
+                registry.reset_stateful_hooks()
         generator = torch.Generator("cpu").manual_seed(int(seed))
         return self.pipe(prompt=prompt, generator=generator, output_type="np", **call, **(extra or {}))
 
@@ -246,8 +243,8 @@ class Benchmark:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
-    def _work(self, trace: CallTrace, full_call_macs: int) -> dict:
-        fractions = [[macs / full_call_macs for macs in step] for step in trace.step_macs]
+    def _work(self, trace: CallTrace, full_call_flops: int) -> dict:
+        fractions = [[flops / full_call_flops for flops in step] for step in trace.step_flops]
         flat = [f for step in fractions for f in step]
         return {
             "made": trace.calls,
@@ -255,7 +252,8 @@ class Benchmark:
             "computed_calls": sum(f >= COMPUTED_FRACTION for f in flat),
             "skipped_calls": sum(f < COMPUTED_FRACTION for f in flat),
             "calls_per_step": max((len(s) for s in fractions), default=0),
-            "full_call_macs": full_call_macs,
+            "flops": sum(sum(step) for step in trace.step_flops),
+            "full_call_flops": full_call_flops,
             "decisions": [[round(f, 3) for f in step] for step in fractions],
         }
 
@@ -271,11 +269,8 @@ class Benchmark:
         }
 
     def _quality(self, frames: np.ndarray, reference: np.ndarray) -> dict:
-        score = self.lpips(frames, reference) if self.lpips.available else None
         return {
-            "psnr": psnr(frames, reference),
-            "ssim": ssim(frames, reference),
-            "lpips": score,
+            **quality_row(frames, reference, self.lpips),
             "lpips_net": self.lpips.net,
             "lpips_unavailable": None if self.lpips.available else self.lpips.reason,
         }
@@ -358,6 +353,8 @@ class Benchmark:
 
     def _reference(self, index, prompt, seed, finished: dict | None, order: int) -> tuple[dict, np.ndarray]:
         full = make_method("full")
+        if finished is not None and "full_call_flops" not in finished.get("calls", {}):
+            finished = None  # recorded before work was counted in FLOPs: measured again
         if finished is not None:  # resumed: its record stands; only its frames are needed again
             measured = self.measure(prompt, seed, self.plan.call, repeats=0)
             if _digest(measured.frames) != finished.get("digest"):
@@ -367,14 +364,14 @@ class Benchmark:
                 finished = {**finished, "flags": finished.get("flags", []) + ["reference_not_reproduced"]}
             return finished, measured.frames
         m = self.measure(prompt, seed, self.plan.call, self.plan.repeats)
-        full_call_macs = max((x for step in m.trace.step_macs for x in step), default=0)
-        if full_call_macs <= 0:
+        full_call_flops = max((x for step in m.trace.step_flops for x in step), default=0)
+        if full_call_flops <= 0:
             raise RuntimeError("the full run made no denoiser call that the probe could see")
         record = self._base_record(index, prompt, seed, full, self.plan.call)
         record.update(
             status="ok",
             digest=_digest(m.frames),
-            calls=self._work(m.trace, full_call_macs),
+            calls=self._work(m.trace, full_call_flops),
             timing=self._timing(m),
             memory=m.memory,
             repeat_max_abs_diff=m.repeat_max_abs_diff,
@@ -387,7 +384,7 @@ class Benchmark:
     def _media(self, key: str, order: int, *videos) -> str | None:
         if order >= self.plan.media_pairs:
             return None
-        path = side_by_side_gif(self.media_dir / f"{key}.gif", *videos)
+        path = write_video(self.media_dir / f"{key}.gif", side_by_side(*videos))
         return str(path.relative_to(self.results.parent))
 
     def _prepare(self, method: Method) -> dict:
@@ -413,7 +410,6 @@ class Benchmark:
     def _run_method(self, index, prompt, seed, method, ref_record, ref_frames, order) -> dict:
         call = {**self.plan.call, **method.call_overrides(self.plan.call)}
         record = self._base_record(index, prompt, seed, method, call)
-        denoiser = denoiser_of(self.pipe)
         try:
             calibration = self._prepare(method)
             method.enable(self.pipe, call)
@@ -424,24 +420,27 @@ class Benchmark:
                 method.disable(self.pipe)
         except Exception as err:  # noqa: BLE001 - a peer that cannot run here is recorded, not fatal
             logger.warning("%s could not run: %s: %s", method.label, type(err).__name__, err)
-            _strip_hooks(denoiser, keep=self.own_hooks)
+            for denoiser, own in self.own_hooks.items():
+                compat.strip_hooks(denoiser, keep=own)
             record.update(
                 status="unsupported",
                 error=str(err) if isinstance(err, Unsupported) else f"{type(err).__name__}: {err}",
                 traceback=traceback.format_exc(limit=6)[-3000:],
             )
             return record
-        leftover = sorted(set(_hook_names(denoiser)) - self.own_hooks)
+        leftover = sorted(name for denoiser, own in self.own_hooks.items()
+                          for name in set(compat.all_hook_names(denoiser)) - own)
         if leftover:
             raise RuntimeError(f"{method.label} left hooks on the denoiser after disable(): {leftover}")
         ref_timing, ref_calls = ref_record["timing"], ref_record["calls"]
-        work = self._work(m.trace, ref_calls["full_call_macs"])
+        work = self._work(m.trace, ref_calls["full_call_flops"])
         timing = self._timing(m)
         quality = self._quality(m.frames, ref_frames)
         speedup = {
             "loop": _ratio(ref_timing["loop_s"], timing["loop_s"]),
             "call": _ratio(ref_timing["call_s"], timing["call_s"]),
-            "calls": _ratio(ref_calls["computed"], work["computed"]),
+            "calls": _ratio(ref_calls["computed_calls"], work["computed_calls"]),
+            "flops": _ratio(ref_calls["flops"], work["flops"]),
             "reference_key": ref_record["key"],
         }
         record.update(
@@ -485,27 +484,3 @@ class Benchmark:
 
 def _ratio(a, b):
     return a / b if a and b else None
-
-
-def _hook_names(module: torch.nn.Module) -> list[str]:
-    """Every diffusers hook on ``module`` and its children, as 'submodule:hook'."""
-    names = []
-    for name, sub in module.named_modules():
-        registry = getattr(sub, "_diffusers_hook", None)
-        if registry is not None:
-            names += [f"{name or '<root>'}:{hook}" for hook in registry._hook_order]
-    return names
-
-
-def _strip_hooks(module: torch.nn.Module, keep: set[str]) -> None:
-    """After a failed method: take off the diffusers hooks it left, so the next method starts clean."""
-    if getattr(module, "_cache_config", None) is not None:
-        try:
-            module.disable_cache()
-        except Exception:  # noqa: BLE001 - best effort; what is left is removed below
-            module._cache_config = None
-    for name, sub in module.named_modules():
-        registry = getattr(sub, "_diffusers_hook", None)
-        for hook in list(registry._hook_order) if registry is not None else []:
-            if f"{name or '<root>'}:{hook}" not in keep:
-                registry.remove_hook(hook, recurse=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.hooks.hooks import BaseState, CacheContext, HookRegistry, ModelHook, StateManager
+from ..core import compat
 
 STATIC_SKIP_HOOK = "taocache_bench_static_skip"
 
@@ -53,7 +53,7 @@ class StaticSkipConfig:
         return (step - self.start_step) % self.interval == 0
 
 
-class StaticSkipState(BaseState):
+class StaticSkipState(compat.BaseState):
     """Per guidance branch: calls seen and the last computed output."""
 
     def __init__(self):
@@ -65,7 +65,7 @@ class StaticSkipState(BaseState):
         self.last_output = None
 
 
-class StaticSkipHook(ModelHook):
+class StaticSkipHook(compat.ModelHook):
     """Returns the branch's last computed output on the steps the schedule leaves out."""
 
     _is_stateful = True
@@ -73,13 +73,11 @@ class StaticSkipHook(ModelHook):
     def __init__(self, config: StaticSkipConfig):
         super().__init__()
         self.config = config
-        self.state_manager = StateManager(StaticSkipState)
+        self.state_manager = compat.StateManager(StaticSkipState)
 
     @torch.compiler.disable
     def _step_and_state(self) -> tuple[int, int | None, StaticSkipState]:
-        if self.state_manager._context is None:  # pipelines that do not name their denoiser calls
-            self.state_manager.set_context(CacheContext(name="default"))
-        context = self.state_manager.context
+        context = compat.ensure_context(self.state_manager, "default")  # pipelines that name no denoiser call
         state = self.state_manager.get_state()
         step = context.step_index if context.step_index is not None else state.calls
         state.calls += 1
@@ -100,9 +98,10 @@ class StaticSkipHook(ModelHook):
 def apply_static_skip(denoiser: torch.nn.Module, config: StaticSkipConfig) -> StaticSkipHook:
     """Attach static step skipping to ``denoiser``; remove it with :func:`remove_static_skip`."""
     hook = StaticSkipHook(config)
-    HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, STATIC_SKIP_HOOK)
+    compat.HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, STATIC_SKIP_HOOK)
     return hook
 
 
 def remove_static_skip(denoiser: torch.nn.Module) -> None:
-    HookRegistry.check_if_exists_or_initialize(denoiser).remove_hook(STATIC_SKIP_HOOK, recurse=False)
+    """Take static step skipping off ``denoiser``."""
+    compat.remove_registered(denoiser, [STATIC_SKIP_HOOK])

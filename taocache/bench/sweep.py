@@ -1,4 +1,5 @@
-"""Sweep definitions (TOML under ``eval/sweeps/``) and prompt sets (text files under ``eval/prompts/``).
+"""Sweep definitions (TOML under ``eval/sweeps/``) and prompt sets (text files under ``eval/prompts/``), both
+package data in a wheel.
 
 A sweep names the methods to run and, for each, the settings that trace its quality-versus-speed-up
 frontier::
@@ -31,11 +32,9 @@ from pathlib import Path
 
 import tomllib
 
-from ..recipes import ROOT
+from ..core.data import data_path, data_root
 from .methods import Method, make_method
 
-SWEEPS_DIR = ROOT / "eval" / "sweeps"
-PROMPTS_DIR = ROOT / "eval" / "prompts"
 DEFAULT_SWEEP = "default"
 
 
@@ -68,12 +67,12 @@ class Sweep:
 
 def _resolve(path: str | Path, folder: Path, suffix: str) -> Path:
     path = Path(path)
-    for candidate in (path, ROOT / path, folder / path, folder / f"{path}{suffix}"):
+    for candidate in (path, data_root() / path, folder / path, folder / f"{path}{suffix}"):
         if candidate.is_file():
             return candidate
     available = ", ".join(sorted(p.stem for p in folder.glob(f"*{suffix}"))) or "none"
     raise FileNotFoundError(
-        f"{path} not found (looked in ., {ROOT} and {folder}; available there: {available})"
+        f"{path} not found (looked in ., {data_root()} and {folder}; available there: {available})"
     )
 
 
@@ -96,7 +95,7 @@ def _settings_of(entry: dict, where: str) -> list[dict]:
 
 def load_sweep(path: str | Path | None = None) -> Sweep:
     """Read a sweep by file path or by name under ``eval/sweeps/`` (default: ``default``)."""
-    file = _resolve(path or DEFAULT_SWEEP, SWEEPS_DIR, ".toml")
+    file = _resolve(path or DEFAULT_SWEEP, data_path("eval", "sweeps"), ".toml")
     try:
         data = tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as err:
@@ -163,7 +162,7 @@ def _check_tables(file: Path, data: dict) -> None:
 
 def read_prompts(path: str | Path) -> list[str]:
     """The prompts in a prompt file (by path or by name under ``eval/prompts/``)."""
-    file = _resolve(path, PROMPTS_DIR, ".txt")
+    file = _resolve(path, data_path("eval", "prompts"), ".txt")
     prompts = [line.strip() for line in file.read_text().splitlines()]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:

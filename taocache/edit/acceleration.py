@@ -14,54 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
+
+from .. import api
+from ..core import compat
+from ..taocache.config import TaoCacheConfig
 
 logger = logging.getLogger(__name__)
 
 
-def _taocache():
-    import taocache
-
-    return taocache
-
-
-def cache_api():
-    """``(enable, disable, stats)`` from the taocache package; RuntimeError saying what is missing."""
-    try:
-        package = _taocache()
-        enable, disable = getattr(package, "enable", None), getattr(package, "disable", None)
-        stats = getattr(package, "stats", None)
-    except ImportError as err:
-        raise RuntimeError(
-            f"the TaoCache API cannot be imported ({err}); edit without a cache_config"
-        ) from err
-    if enable is None or disable is None:
-        raise RuntimeError(
-            "this taocache installation has no taocache.enable/disable; edit without a cache_config "
-            "(or install a version that provides the cache)"
-        )
-    return enable, disable, stats
-
-
-def cache_available() -> bool:
-    try:
-        cache_api()
-    except RuntimeError:
-        return False
-    return True
-
-
-def default_cache_config(**fields):
-    """``taocache.TaoCacheConfig(**fields)``; RuntimeError when the package does not provide it."""
-    try:
-        config_class = getattr(_taocache(), "TaoCacheConfig", None)
-    except ImportError as err:
-        raise RuntimeError(f"the TaoCache API cannot be imported ({err}); edit without the cache") from err
-    if config_class is None:
-        raise RuntimeError("this taocache installation has no TaoCacheConfig; edit without the cache")
-    return config_class(**fields)
-
-
-def calibrated_cache_config(pipe, prompts: list[str], call_kwargs: dict, path=None):
+def calibrated_cache_config(pipe, prompts: list[str], call_kwargs: dict, path=None) -> TaoCacheConfig:
     """A TaoCacheConfig whose calibration is read from ``path``, or measured by ``taocache.calibrate`` first.
 
     Editing samples with the same denoiser, DDIM schedule and guidance as the pipeline's own generation, so
@@ -69,19 +31,13 @@ def calibrated_cache_config(pipe, prompts: list[str], call_kwargs: dict, path=No
     TaoCache predicts with. Without a calibration each enabled run would record its own and skip nothing.
     The measured calibration is saved to ``path`` when given (and reused by later runs), else kept in memory.
     """
-    from pathlib import Path
-
     if path is not None and Path(path).is_file():
-        return default_cache_config(calibration=str(path))
-    calibrate = getattr(_taocache(), "calibrate", None)
-    if calibrate is None:
-        raise RuntimeError("this taocache installation has no taocache.calibrate")
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    calibration = calibrate(
-        pipe, list(prompts), call_kwargs=call_kwargs, path=path, save=path is not None, overwrite=True, progress=False
+        return TaoCacheConfig(calibration=str(path))
+    calibration = api.calibrate(
+        pipe, list(prompts), call_kwargs=call_kwargs, path=path, save=path is not None, overwrite=True,
+        progress=False,
     )
-    return default_cache_config(calibration=str(path) if path is not None else calibration)
+    return TaoCacheConfig(calibration=str(path) if path is not None else calibration)
 
 
 @contextlib.contextmanager
@@ -95,26 +51,18 @@ def sampling_cache(pipe, cache_config, sampler=None, guidance_scale: float | Non
     if cache_config is None:
         yield report
         return
-    enable, disable, stats = cache_api()
     saved_scheduler = pipe.scheduler
-    saved_guidance = getattr(pipe, "_guidance_scale", None)
     if sampler is not None:
         pipe.scheduler = sampler
-    if guidance_scale is not None:
-        pipe._guidance_scale = guidance_scale
-    enable(pipe, cache_config)
     try:
-        yield report
-        pipe.maybe_free_model_hooks()  # what a pipeline call does at its end: hooks close the call
-        if stats is not None:
-            found = stats(pipe)
-            report["stats"] = found.as_dict() if hasattr(found, "as_dict") else found
+        with compat.temporary_guidance_scale(pipe, guidance_scale):
+            api.enable(pipe, cache_config)
+            try:
+                yield report
+                pipe.maybe_free_model_hooks()  # what a pipeline call does at its end: hooks close the call
+                found = api.stats(pipe)
+                report["stats"] = found.as_dict() if hasattr(found, "as_dict") else found
+            finally:
+                api.disable(pipe)
     finally:
-        disable(pipe)
-        if sampler is not None:
-            pipe.scheduler = saved_scheduler
-        if guidance_scale is not None:
-            if saved_guidance is None:
-                del pipe._guidance_scale
-            else:
-                pipe._guidance_scale = saved_guidance
+        pipe.scheduler = saved_scheduler

@@ -13,20 +13,21 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..core.data import user_cache_dir
+from ..results import atomic_path
+
 logger = logging.getLogger(__name__)
 
-#: Where artefacts go unless a cache directory is given (or ``TAOCACHE_EDIT_CACHE`` is set).
-DEFAULT_CACHE_DIR = Path("~/.cache/taocache/edit")
-
-
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TAOCACHE_EDIT_CACHE", DEFAULT_CACHE_DIR)).expanduser()
+    """Where artefacts go unless a cache directory is given: ``$TAOCACHE_EDIT_CACHE``, else the user cache's
+    ``edit`` folder (``~/.cache/taocache/edit``)."""
+    env = os.environ.get("TAOCACHE_EDIT_CACHE")
+    return Path(env).expanduser() if env else user_cache_dir("edit")
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -122,21 +123,15 @@ class ArtefactCache:
     def save(
         self, kind: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None
     ) -> None:
-        """Store ``tensors`` atomically (temporary file, then rename)."""
+        """Store ``tensors`` whole (a temporary file, then a rename)."""
         if not self.enabled:
             return
         from safetensors.torch import save_file
 
-        path = self.path(kind, key)
-        temporary = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(handle)
-            contiguous = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-            meta = {k: str(v) for k, v in (metadata or {}).items()}
-            save_file(contiguous, temporary, metadata=meta)
-            os.replace(temporary, path)
+            with atomic_path(self.path(kind, key)) as temporary:
+                contiguous = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+                save_file(contiguous, temporary, metadata={k: str(v) for k, v in (metadata or {}).items()})
         except OSError as err:  # the edit itself is done: go on without keeping the artefact
             logger.warning(
                 "cannot keep the %s artefact in the cache folder %s (%s); continuing without it (choose another "
@@ -145,9 +140,6 @@ class ArtefactCache:
                 self.directory,
                 err,
             )
-        finally:
-            if temporary is not None and os.path.exists(temporary):
-                os.remove(temporary)
 
 
 def _mismatch(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple | None]) -> str | None:

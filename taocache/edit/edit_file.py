@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from .config import EditConfig
 from .editor import NonRigidEditor
 from .inputs import check_prompt, fit_to_model, load_image, model_size
 from .outputs import check_writable, grid_path, make_grid, save_image
+from .scoring import fidelity
 
 logger = logging.getLogger(__name__)
 
@@ -31,30 +31,6 @@ class FileEditReport:
     seconds: dict
     from_cache: dict
     settings: list = field(default_factory=list)
-
-
-_LPIPS = None
-
-
-def lpips_scorer():
-    """The LPIPS scorer, loaded once (it reports itself unavailable when its backbone weights are absent)."""
-    global _LPIPS
-    if _LPIPS is None:
-        from ..metrics import load_lpips
-
-        _LPIPS = load_lpips()
-    return _LPIPS
-
-
-def fidelity(result: np.ndarray, reference: np.ndarray) -> dict:
-    """PSNR, SSIM and LPIPS (None when unavailable) of ``result`` against ``reference``."""
-    from ..metrics import psnr, ssim
-
-    return {
-        "psnr": psnr(result, reference),
-        "ssim": ssim(result, reference),
-        "lpips": lpips_scorer()(result, reference),
-    }
 
 
 def parse_list(text: str | None, kind=float, name: str = "list") -> list | None:

@@ -3,13 +3,12 @@ figure that shows the input, its reconstruction and the edits across a sweep sid
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..io import check_writable_folder, give_usual_mode
+from ..results import check_writable_folder
+from ..results.media import write_image
 
 #: Each tile of the grid is shown at least this many pixels wide (small models make 64-pixel images).
 GRID_TILE = 128
@@ -49,22 +48,9 @@ def _image_format(path: Path) -> str:
 
 
 def save_image(image: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
-    """Save an (H, W, 3) float image in [0, 1]; the format follows the suffix (PNG when there is none known)."""
-    from PIL import Image
-
+    """Save an (H, W, 3) float image in [0, 1]; the format follows the suffix."""
     path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = _image_format(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        Image.fromarray(to_uint8(image)).save(temporary, format=fmt)
-        give_usual_mode(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return write_image(path, to_uint8(image), _image_format(path))
 
 
 def grid_path(output: str | Path) -> Path:

@@ -15,22 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.frames import as_frames
+
 logger = logging.getLogger(__name__)
-
-
-def as_frames(pixels) -> np.ndarray:
-    """(F, H, W, 3) float64 in [0, 1] from an image or video as numpy (float or uint8), torch or PIL."""
-    if hasattr(pixels, "detach"):
-        pixels = pixels.detach().cpu().float().numpy()
-    array = np.asarray(pixels)
-    if array.dtype == np.uint8:
-        array = array.astype(np.float64) / 255.0
-    array = array.astype(np.float64)
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"expected an (H, W, 3) image or an (F, H, W, 3) video, got shape {array.shape}")
-    return np.clip(array, 0.0, 1.0)
 
 
 def _pair(result, reference) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +44,13 @@ def ssim(result, reference) -> float:
 
     a, b = _pair(result, reference)
     return float(np.mean([structural_similarity(y, x, channel_axis=-1, data_range=1.0) for x, y in zip(a, b)]))
+
+
+def quality_row(result, reference, lpips: LPIPS | None = None) -> dict:
+    """PSNR, SSIM and LPIPS of ``result`` against ``reference``: the row every evaluation records (LPIPS is
+    None when no scorer is given or its weights are absent)."""
+    score = lpips(result, reference) if lpips is not None and getattr(lpips, "available", True) else None
+    return {"psnr": psnr(result, reference), "ssim": ssim(result, reference), "lpips": score}
 
 
 # ------------------------------------------------------------------------------------------------ LPIPS

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..bench.media import shrunk_gif_copy
-from ..io import atomic_write_text, write_json
+from ..results import atomic_write_text, write_json
+from ..results.media import shrunk_gif_copy
 from .page import render
 from .summary import summarise, to_markdown
 

@@ -5,7 +5,9 @@ Conventions (also stated in every report):
 - an identical video has infinite PSNR; for means it counts as ``PSNR_CAP`` dB and is counted apart;
 - the speed-up of a setting is the total denoising-loop time of the full runs divided by that of the
   setting's runs over the same prompts and seeds (measured, never derived from call counts); the call ratio
-  is the same quotient of computed denoiser calls (work-weighted, see ``taocache.bench.probe``);
+  is the same quotient of computed denoiser calls (a call counts as computed when it did at least half a
+  full call's work), the FLOP ratio that of the work done (``FlopCounterMode``, attention included: see
+  ``taocache.bench.probe``), and the efficiency is the speed-up over the FLOP ratio;
 - a frontier keeps the settings that no other setting of the method beats on both speed-up and quality, and
   the matched table interpolates linearly along it; outside the swept range there is no value (below the
   frontier's first point, when a slower setting was swept, that first point's value counts).
@@ -96,10 +98,13 @@ def _summarise(ok: list[dict], refs: list[dict]) -> dict:
     loop_ref = sum(r["timing"]["loop_s"] for r in refs)
     call = sum(r["timing"]["call_s"] for r in ok)
     call_ref = sum(r["timing"]["call_s"] for r in refs)
-    computed = sum(r["calls"]["computed"] for r in ok)
-    computed_ref = sum(r["calls"]["computed"] for r in refs)
+    work = sum(r["calls"]["computed"] for r in ok)
+    work_ref = sum(r["calls"]["computed"] for r in refs)
+    computed = sum(r["calls"]["computed_calls"] for r in ok)
+    computed_ref = sum(r["calls"]["computed_calls"] for r in refs)
     speedup = loop_ref / loop if loop else None
     call_ratio = computed_ref / computed if computed else None
+    flop_ratio = work_ref / work if work else None
     return {
         "psnr": _mean(capped),
         "psnr_std": _std(capped),
@@ -111,7 +116,8 @@ def _summarise(ok: list[dict], refs: list[dict]) -> dict:
         "speedup": speedup,
         "call_speedup": call_ref / call if call else None,
         "call_ratio": call_ratio,
-        "efficiency": speedup / call_ratio if speedup and call_ratio else None,
+        "flop_ratio": flop_ratio,
+        "efficiency": speedup / flop_ratio if speedup and flop_ratio else None,
         "loop_s": _mean([r["timing"]["loop_s"] for r in ok]),
         "calls_made": _mean([r["calls"]["made"] for r in ok]),
         "calls_computed": _mean([r["calls"]["computed"] for r in ok]),

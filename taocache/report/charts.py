@@ -77,24 +77,24 @@ def quality_vs_speedup(settings: list[dict], lpips_note: str | None, axis: str =
 
 
 def speedup_vs_calls(settings: list[dict]) -> bytes:
-    """Measured loop speed-up against the call ratio: how much of the saved work shows up as saved time."""
-    methods = sorted({s["series"] for s in settings if s.get("speedup") and s.get("call_ratio")})
+    """Measured loop speed-up against the FLOP ratio: how much of the saved work shows up as saved time."""
+    methods = sorted({s["series"] for s in settings if s.get("speedup") and s.get("flop_ratio")})
     colours = _colours(methods)
     fig, ax = plt.subplots(figsize=(6, 4.4))
     top = 1.0
     for method in methods:
         points = [
-            (s["call_ratio"], s["speedup"])
+            (s["flop_ratio"], s["speedup"])
             for s in settings
-            if s["series"] == method and s.get("speedup") and s.get("call_ratio")
+            if s["series"] == method and s.get("speedup") and s.get("flop_ratio")
         ]
         xs, ys = zip(*points)
         top = max(top, *xs, *ys)
         ax.scatter(xs, ys, color=colours[method], label=method, s=22)
     line = np.linspace(1, top * 1.05, 10)
     ax.plot(line, line, "k--", lw=1, label="time saved = work saved")
-    ax.plot(line, 0.9 * line, "k:", lw=1, label="0.9 x call ratio")
-    ax.set_xlabel("call ratio (full run's computed calls / method's)")
+    ax.plot(line, 0.9 * line, "k:", lw=1, label="0.9 x FLOP ratio")
+    ax.set_xlabel("FLOP ratio (full run's denoiser FLOPs / method's)")
     ax.set_ylabel("denoising-loop speed-up (measured)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

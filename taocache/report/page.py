@@ -7,7 +7,7 @@ import html
 import os
 from pathlib import Path
 
-from ..bench.media import DIFFERENCE_GAIN
+from ..results.media import DIFFERENCE_GAIN
 from . import charts
 from .summary import fmt, machine_line
 
@@ -63,6 +63,7 @@ def _settings(summary: dict) -> str:
         "LPIPS",
         "speed-up",
         "call ratio",
+        "FLOP ratio",
         "efficiency",
         "calls made",
         "computed",
@@ -89,6 +90,7 @@ def _settings(summary: dict) -> str:
                 fmt(s["lpips"], 4),
                 fmt(s["speedup"]),
                 fmt(s["call_ratio"]),
+                fmt(s.get("flop_ratio")),
                 fmt(s["efficiency"]),
                 fmt(s["calls_made"], 1),
                 fmt(s["calls_computed"], 1),

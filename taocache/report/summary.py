@@ -173,20 +173,20 @@ def _matched_markdown(summary: dict, axis: str) -> list[str]:
 def settings_markdown(summary: dict) -> list[str]:
     lines = [
         (
-            "| setting | runs | PSNR | SSIM | LPIPS | speed-up | call ratio | efficiency | calls made | "
-            "computed | flags |"
+            "| setting | runs | PSNR | SSIM | LPIPS | speed-up | call ratio | FLOP ratio | efficiency | "
+            "calls made | computed | flags |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary["settings"]:
         if not s["runs"]:
             error = str(s["error"]).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {s['label']} | 0 | unsupported: {error} |" + " |" * 8)
+            lines.append(f"| {s['label']} | 0 | unsupported: {error} |" + " |" * 9)
             continue
         flags = ", ".join(f"{k} x{v}" for k, v in s["flags"].items())
         lines.append(
             f"| {s['label']} | {s['runs']} | {fmt(s['psnr'])} | {fmt(s['ssim'], 4)} | {fmt(s['lpips'], 4)} | "
-            f"{fmt(s['speedup'])} | {fmt(s['call_ratio'])} | {fmt(s['efficiency'])} | "
+            f"{fmt(s['speedup'])} | {fmt(s['call_ratio'])} | {fmt(s.get('flop_ratio'))} | {fmt(s['efficiency'])} | "
             f"{fmt(s['calls_made'], 1)} | {fmt(s['calls_computed'], 1)} | {flags} |"
         )
     return lines

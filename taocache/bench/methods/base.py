@@ -1,18 +1,20 @@
-"""What a benchmarked method is: one small adapter class per method, kept in a registry by name.
+"""What a benchmarked method is: one small adapter class per method.
 
-An adapter turns a method's settings into changes of a pipeline (hooks on its denoiser, or different call
+An adapter turns a method's settings into changes of a pipeline (a cache on its denoisers, or different call
 arguments) and takes them off again. The harness never looks inside a method: it measures every one of them
-from the outside (see :mod:`taocache.bench.probe`). A new method (a further cache, or two stacked) is one
-subclass with :func:`register_method` on it.
+from the outside (see :mod:`taocache.bench.probe`). A cache's adapter is a :class:`CacheMethod`: it only says
+how its settings make the cache's config, and the cache goes on and off, and reports, through
+``taocache.enable`` / ``disable`` and the cache's backend in :mod:`taocache.registry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-METHODS: dict[str, type[Method]] = {}
+from ... import api, registry
 
 
 class Unsupported(Exception):
@@ -47,6 +49,8 @@ class Method:
     defaults: ClassVar[dict] = {}
     #: True for methods whose changes go into the call arguments only (no hooks)
     changes_call_only: ClassVar[bool] = False
+    #: the line a setting belongs to in charts and matched tables (a sweep entry may name its own)
+    series: str = ""
 
     def __init__(self, **settings):
         unknown = sorted(set(settings) - set(self.defaults))
@@ -62,9 +66,6 @@ class Method:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings out of range."""
-
-    #: the line a setting belongs to in charts and matched tables (a sweep entry may name its own)
-    series: str = ""
 
     @property
     def label(self) -> str:
@@ -96,18 +97,56 @@ class Method:
         return None
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator adding an adapter to :data:`METHODS`."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    METHODS[cls.name] = cls
-    return cls
+class CacheMethod(Method):
+    """A cache of :mod:`taocache.registry` as a benchmarked method: :meth:`config` makes its config from the
+    settings; enabling, disabling and its own report go through the cache's backend."""
+
+    #: the config of the run in progress (set by :meth:`enable`)
+    enabled_config = None
+
+    def config(self, pipe, call: dict):
+        """The cache config for a run of ``pipe`` with ``call``."""
+        raise NotImplementedError
+
+    def enable(self, pipe, call):
+        self.enabled_config = self.config(pipe, call)
+        enable_caches(pipe, [self.enabled_config])
+
+    def disable(self, pipe):
+        api.disable(pipe)
+
+    def stats(self, pipe):
+        if self.enabled_config is None:
+            return None
+        report = registry.backend_for(self.enabled_config).stats(pipe)
+        return report.as_dict() if hasattr(report, "as_dict") else report
 
 
-def make_method(name: str, settings: dict | None = None, series: str | None = None) -> Method:
-    """An adapter instance for ``name`` with ``settings``; ``series`` groups settings into one frontier."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; the methods are {sorted(METHODS)}")
-    method = METHODS[name](**(settings or {}))
-    method.series = series or name
-    return method
+def enable_caches(pipe, configs: list) -> None:
+    """``taocache.enable(pipe, configs)``; a target that cannot carry a cache makes the run unsupported."""
+    try:
+        api.enable(pipe, configs)
+    except TypeError as err:
+        raise Unsupported(str(err)) from err
+
+
+def backend_method(backend: registry.CacheBackend) -> type[CacheMethod]:
+    """An adapter for a cache with no adapter of its own: its settings are its config's fields."""
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(backend.config_type)
+        if f.default is not dataclasses.MISSING
+    }
+
+    class Generic(CacheMethod):
+        name = backend.name
+        description = f"{backend.label} (its settings are {backend.config_type.__name__} fields)"
+
+        def validate(self):
+            self._config = backend.config_type(**self.given)
+
+        def config(self, pipe, call):
+            return self._config
+
+    Generic.defaults = defaults
+    Generic.__name__ = Generic.__qualname__ = f"{backend.label}Method"
+    return Generic

@@ -1,4 +1,4 @@
-"""diffusers' own caches as peers, each switched on with ``denoiser.enable_cache(config)``.
+"""diffusers' own caches as peers, each switched on with ``taocache.enable`` (the denoisers' ``enable_cache``).
 
 Each adapter builds the library's config from a few settings and is configured so that it really acts on
 the models benchmarked here (the harness checks that too: a run whose output equals the full run, or whose
@@ -15,23 +15,8 @@ from typing import ClassVar
 
 import torch
 
-from ..probe import denoiser_of
-from .base import BenchContext, Method, Unsupported, register_method
-
-
-def _enable(pipe, config) -> None:
-    denoiser = denoiser_of(pipe)
-    if not hasattr(denoiser, "enable_cache"):
-        raise Unsupported(
-            f"{type(denoiser).__name__} has no enable_cache(): diffusers' caches do not support it"
-        )
-    denoiser.enable_cache(config)
-
-
-def _disable(pipe) -> None:
-    denoiser = denoiser_of(pipe)
-    if getattr(denoiser, "_cache_config", None) is not None:
-        denoiser.disable_cache()
+from ... import api
+from .base import BenchContext, CacheMethod, Unsupported, enable_caches
 
 
 def _current_timestep(pipe):
@@ -55,19 +40,7 @@ def _range(method: str, name: str, value) -> tuple[float, float]:
     return (value[0], value[1])
 
 
-class _DiffusersCache(Method):
-    def config(self, pipe, call):
-        raise NotImplementedError
-
-    def enable(self, pipe, call):
-        _enable(pipe, self.config(pipe, call))
-
-    def disable(self, pipe):
-        _disable(pipe)
-
-
-@register_method
-class FirstBlockCache(_DiffusersCache):
+class FirstBlockCache(CacheMethod):
     name = "fbcache"
     description = (
         "diffusers FirstBlockCache: skips the remaining blocks when the first block's residual changed less "
@@ -85,8 +58,7 @@ class FirstBlockCache(_DiffusersCache):
         return FirstBlockCacheConfig(threshold=float(self.settings["threshold"]))
 
 
-@register_method
-class PyramidAttentionBroadcast(_DiffusersCache):
+class PyramidAttentionBroadcast(CacheMethod):
     name = "pab"
     description = (
         "diffusers Pyramid Attention Broadcast: inside a timestep range, attention outputs are computed "
@@ -125,8 +97,7 @@ class PyramidAttentionBroadcast(_DiffusersCache):
         return []
 
 
-@register_method
-class FasterCache(_DiffusersCache):
+class FasterCache(CacheMethod):
     name = "fastercache"
     description = (
         "diffusers FasterCache: spatial attention reused every k-th call inside a timestep range, and the "
@@ -166,8 +137,7 @@ class FasterCache(_DiffusersCache):
         )
 
 
-@register_method
-class TaylorSeer(_DiffusersCache):
+class TaylorSeer(CacheMethod):
     name = "taylorseer"
     description = (
         "diffusers TaylorSeer: between full computations every `interval` calls, features are predicted by "
@@ -224,8 +194,7 @@ class _CaptureCalibration(logging.Handler):
             self.ratios.append([float(x) for x in ast.literal_eval(message.split(marker, 1)[1].strip())])
 
 
-@register_method
-class MagCache(_DiffusersCache):
+class MagCache(CacheMethod):
     name = "magcache"
     description = (
         "diffusers MagCache: skips the blocks while the accumulated error estimated from calibrated "
@@ -264,12 +233,12 @@ class MagCache(_DiffusersCache):
         source.setLevel(logging.INFO)
         source.propagate = False  # the ratios go into the record, not onto the console
         try:
-            _enable(bench.pipe, MagCacheConfig(calibrate=True, num_inference_steps=steps))
+            enable_caches(bench.pipe, [MagCacheConfig(calibrate=True, num_inference_steps=steps)])
             with contextlib.redirect_stdout(io.StringIO()):  # diffusers also prints the list
                 for n, prompt in enumerate(bench.calibration_prompts):
                     bench.run(prompt, bench.calibration_seed + n, bench.call)
         finally:
-            _disable(bench.pipe)
+            api.disable(bench.pipe)
             source.removeHandler(capture)
             source.setLevel(old_level)
             source.propagate = old_propagate

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar
 
-from ..probe import denoiser_of
+from ...core.denoisers import denoisers_of
 from ..static_skip import StaticSkipConfig, apply_static_skip, remove_static_skip
-from .base import Method, register_method
+from .base import Method
 
 
-@register_method
 class FullRun(Method):
     name = "full"
     description = (
@@ -19,7 +18,6 @@ class FullRun(Method):
     changes_call_only = True
 
 
-@register_method
 class FewerSteps(Method):
     name = "steps"
     description = (
@@ -40,7 +38,6 @@ class FewerSteps(Method):
         return {"num_inference_steps": self.settings["steps"]}
 
 
-@register_method
 class StaticSkip(Method):
     name = "static"
     description = "compute every interval-th step from a start step on and reuse the last output in between"
@@ -55,7 +52,9 @@ class StaticSkip(Method):
 
     def enable(self, pipe, call):
         config = replace(self.config, num_inference_steps=int(call["num_inference_steps"]))
-        apply_static_skip(denoiser_of(pipe), config)
+        for _, denoiser in denoisers_of(pipe):
+            apply_static_skip(denoiser, config)
 
     def disable(self, pipe):
-        remove_static_skip(denoiser_of(pipe))
+        for _, denoiser in denoisers_of(pipe):
+            remove_static_skip(denoiser)

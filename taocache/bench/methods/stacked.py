@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import BenchContext, Method, Unsupported, register_method  # noqa: F401
+from dataclasses import replace
+
+from ... import api
+from ...teacache.config import TeaCacheConfig
+from .base import BenchContext, CacheMethod, Method, enable_caches
 from .diffusers_caches import PyramidAttentionBroadcast
 from .taocache_method import TaoCache
 
 
-@register_method
-class TeaCache(Method):
+class TeaCache(CacheMethod):
     name = "teacache"
     description = (
         "TeaCache (this package's hook): reuses the transformer block stack's last residual while the "
@@ -32,41 +35,19 @@ class TeaCache(Method):
     }
 
     def validate(self):
-        self.config = self._config()
-
-    def _config(self):
-        from taocache.cache.teacache import TeaCacheConfig
-
         fields = {k: v for k, v in self.settings.items() if k != "coefficients_file" and v is not None}
         try:
             if self.settings["coefficients_file"]:
-                return TeaCacheConfig.from_file(self.settings["coefficients_file"], **fields)
-            return TeaCacheConfig(**fields)
+                self._config = TeaCacheConfig.from_file(self.settings["coefficients_file"], **fields)
+            else:
+                self._config = TeaCacheConfig(**fields)
         except (OSError, ValueError) as err:
             raise ValueError(f"method 'teacache': {err}") from err
 
-    def enable(self, pipe, call):
-        from taocache.cache.teacache import apply_to_target
-
-        config = self.config
-        if config.num_inference_steps is None and "num_inference_steps" in call:
-            from dataclasses import replace
-
-            config = replace(config, num_inference_steps=int(call["num_inference_steps"]))
-        try:
-            apply_to_target(pipe, config)
-        except TypeError as err:
-            raise Unsupported(str(err)) from err
-
-    def disable(self, pipe):
-        from taocache.cache.teacache import remove_from_target
-
-        remove_from_target(pipe)
-
-    def stats(self, pipe):
-        from taocache.cache.teacache import _transformers, teacache_stats
-
-        return {"teacache": [teacache_stats(m) for m in _transformers(pipe)]}
+    def config(self, pipe, call):
+        if self._config.num_inference_steps is None and "num_inference_steps" in call:
+            return replace(self._config, num_inference_steps=int(call["num_inference_steps"]))
+        return self._config
 
 
 class _Stacked(Method):
@@ -104,19 +85,13 @@ class _Stacked(Method):
         return merged
 
     def enable(self, pipe, call):
-        enabled = []
-        try:
-            for part in self.parts:
-                part.enable(pipe, call)
-                enabled.append(part)
-        except Exception:
-            for part in reversed(enabled):
-                part.disable(pipe)
-            raise
+        """Every part in one ``taocache.enable`` call, innermost first (which takes them all off on failure)."""
+        for part in self.parts:
+            part.enabled_config = part.config(pipe, call)
+        enable_caches(pipe, [part.enabled_config for part in self.parts])
 
     def disable(self, pipe):
-        for part in reversed(self.parts):
-            part.disable(pipe)
+        api.disable(pipe)
 
     def stats(self, pipe):
         return {part.name: part.stats(pipe) for part in self.parts}
@@ -125,14 +100,12 @@ class _Stacked(Method):
         return [note for part in self.parts if hasattr(part, "caveats") for note in part.caveats(calls_per_step)]
 
 
-@register_method
 class TaoCacheOnTeaCache(_Stacked):
     name = "taocache+teacache"
     description = "TaoCache on the late steps over TeaCache on the early and middle ones, one stacked run"
     inner = TeaCache
 
 
-@register_method
 class TaoCacheOnPAB(_Stacked):
     name = "taocache+pab"
     description = "TaoCache over diffusers' Pyramid Attention Broadcast, one stacked run"

@@ -1,4 +1,4 @@
-"""TaoCache itself, through the package's public API: ``taocache.enable / disable / stats / calibrate``.
+"""TaoCache itself, through the package's public API and its backend.
 
 The settings of a sweep entry are passed as they are to ``TaoCacheConfig``, so every field the config has
 can be swept without touching this adapter. Unless a setting names its own ``calibration``, the adapter
@@ -13,24 +13,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .base import BenchContext, Method, Unsupported, register_method
+from ... import api
+from ...taocache.calibration import DEFAULT_HORIZON, calibration_steps_for
+from ...taocache.config import TaoCacheConfig
+from .base import BenchContext, CacheMethod
 
 
-def _api():
-    import taocache
-
-    missing = [
-        name
-        for name in ("enable", "disable", "stats", "calibrate", "TaoCacheConfig")
-        if not hasattr(taocache, name)
-    ]
-    if missing:
-        raise Unsupported(f"this build of taocache lacks {missing}: the TaoCache hook is not available")
-    return taocache
-
-
-@register_method
-class TaoCache(Method):
+class TaoCache(CacheMethod):
     name = "taocache"
     description = (
         "TaoCache: predicts the denoiser's output on late steps from the trend of its recent outputs, "
@@ -38,12 +27,10 @@ class TaoCache(Method):
     )
 
     def __init__(self, **settings):
-        # Any TaoCacheConfig field is a setting. With the hook present, bad settings fail here, when the
-        # sweep is read; without it, every run is recorded as unsupported.
+        # Any TaoCacheConfig field is a setting; bad settings fail here, when the sweep is read.
         self.settings = dict(settings)
         self.given = dict(settings)
         self.series = self.name
-        self.config = None
         self.calibration_steps = settings.pop("calibration_steps", None)
         if self.calibration_steps is not None and (
             not isinstance(self.calibration_steps, int)
@@ -53,35 +40,19 @@ class TaoCache(Method):
             raise ValueError(
                 f"method 'taocache': calibration_steps={self.calibration_steps!r} must be an integer >= 2"
             )
-        self.fields = settings  # the TaoCacheConfig fields
         try:
-            taocache = _api()
-        except Unsupported:
-            return
-        try:
-            self.config = taocache.TaoCacheConfig(**self.fields)
+            self._config = TaoCacheConfig(**settings)
         except TypeError as err:
             raise ValueError(f"method 'taocache': {err} (settings are TaoCacheConfig fields)") from err
 
     def prepare(self, bench: BenchContext) -> dict:
-        taocache = _api()
-        if self.config is None:
-            self.config = taocache.TaoCacheConfig(**self.fields)
         if "calibration" in self.settings:
             return {"source": str(self.settings["calibration"])}
-        from taocache.cache.calibration import DEFAULT_HORIZON, calibration_steps_for
-
         steps = self.calibration_steps or calibration_steps_for(bench.call["num_inference_steps"])
-        horizon = max(DEFAULT_HORIZON, self.config.max_consecutive)
-        key = (
-            "taocache-calibration",
-            steps,
-            horizon,
-            tuple(bench.calibration_prompts),
-            bench.calibration_seed,
-        )
+        horizon = max(DEFAULT_HORIZON, self._config.max_consecutive)
+        key = ("taocache-calibration", steps, horizon, tuple(bench.calibration_prompts), bench.calibration_seed)
         if key not in bench.shared:
-            bench.shared[key] = taocache.calibrate(
+            bench.shared[key] = api.calibrate(
                 bench.pipe,
                 list(bench.calibration_prompts),
                 call_kwargs={**bench.call, "num_inference_steps": steps},
@@ -90,23 +61,9 @@ class TaoCache(Method):
                 save=False,
                 progress=False,
             )
-        self.config = replace(self.config, calibration=bench.shared[key], auto_calibrate=False)
-        return {
-            "prompts": list(bench.calibration_prompts),
-            "seed": bench.calibration_seed,
-            "steps": steps,
-            "horizon": horizon,
-        }
+        self._config = replace(self._config, calibration=bench.shared[key], auto_calibrate=False)
+        return {"prompts": list(bench.calibration_prompts), "seed": bench.calibration_seed, "steps": steps,
+                "horizon": horizon}
 
-    def enable(self, pipe, call):
-        taocache = _api()
-        if self.config is None:
-            self.config = taocache.TaoCacheConfig(**self.fields)
-        taocache.enable(pipe, self.config)
-
-    def disable(self, pipe):
-        _api().disable(pipe)
-
-    def stats(self, pipe):
-        value = _api().stats(pipe)
-        return value.as_dict() if hasattr(value, "as_dict") else value
+    def config(self, pipe, call):
+        return self._config

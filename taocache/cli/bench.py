@@ -7,11 +7,12 @@ import logging
 import time
 from pathlib import Path
 
-from ..recipes import ROOT
+from .common import add_model_argument
 
 logger = logging.getLogger(__name__)
 
-RUNS_DIR = ROOT / "eval" / "runs"
+#: Where benchmarks write unless told otherwise: under the current folder.
+RUNS_DIR = Path("eval", "runs")
 
 
 def register(subparsers) -> None:
@@ -24,9 +25,7 @@ def register(subparsers) -> None:
             "prompt/seed jobs are split over the processes."
         ),
     )
-    bench.add_argument(
-        "--model", help="recipe name, recipe file, pipeline folder or hub id (default: the embedded one)"
-    )
+    add_model_argument(bench, "the embedded model of --kind")
     bench.add_argument(
         "--kind", choices=("video", "image"), default="video", help="default model kind (video)"
     )
@@ -50,7 +49,7 @@ def register(subparsers) -> None:
         help="prompts of the calibration runs (default: 4 training captions of the sample world)",
     )
     bench.add_argument("--lpips-net", default="alex", choices=("alex", "vgg", "squeeze"))
-    bench.add_argument("--out", type=Path, help="output folder (default: eval/runs/MODEL-SWEEP)")
+    bench.add_argument("--out", type=Path, help="output folder (default: eval/runs/MODEL-SWEEP under the current folder)")
     bench.add_argument(
         "--device", help="cpu, cuda, cuda:1 ... (default: the process's accelerator, else cpu)"
     )
@@ -97,7 +96,7 @@ def _distributed(device: str | None):
 
 def _check_out(results: Path, plan, force: bool) -> None:
     """Refuse to mix two different benchmarks in one results file (unless --force moves the old one aside)."""
-    from .records import read_records
+    from ..bench.records import read_records
 
     sessions = [r for r in read_records(results) if r.get("type") == "session"]
     mine = _comparable(plan)
@@ -137,10 +136,10 @@ def _check_at_least_one(name: str, value) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from ..bench.records import merge_shards, shard_files
+    from ..bench.runner import Benchmark, BenchPlan
+    from ..bench.sweep import load_sweep, read_prompts, spread, world_calibration_prompts, world_prompts
     from ..recipes import check_device, load_pipeline
-    from .records import merge_shards, shard_files
-    from .runner import Benchmark, BenchPlan
-    from .sweep import load_sweep, read_prompts, spread, world_calibration_prompts, world_prompts
 
     for name in ("threads", "steps", "repeats", "num_prompts"):
         _check_at_least_one(f"--{name.replace('_', '-')}", getattr(args, name))

@@ -19,17 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..io import refuse_overwrite, write_json
-from .teacache import (
-    COEFFICIENT_FORMAT,
-    COEFFICIENT_VERSION,
-    INDICATORS,
-    TeaCacheConfig,
-    TeaCacheRecord,
-    apply_teacache,
-    config_fingerprint,
-    remove_teacache,
-)
+from ..core.fingerprint import fingerprint
+from ..results import refuse_overwrite, write_json
+from .config import COEFFICIENT_FORMAT, COEFFICIENT_VERSION, INDICATORS, TeaCacheConfig
+from .hooks import TeaCacheRecord, apply_teacache, remove_teacache
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +181,7 @@ def coefficient_file_content(
         "version": COEFFICIENT_VERSION,
         "model": model,
         "transformer_class": type(transformer).__name__,
-        "config_fingerprint": config_fingerprint(transformer),
+        "config_fingerprint": fingerprint(transformer),
         "scheduler": type(scheduler).__name__,
         "scheduler_config": scheduler_settings,
         "num_inference_steps": fit.step_counts,

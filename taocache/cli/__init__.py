@@ -1,4 +1,5 @@
-"""The ``taocache`` command. Thin: each area registers its subcommands, which parse, call the library, print."""
+"""The ``taocache`` command. Thin: each module of this package registers its subcommands, which parse the
+command line, call the library and print."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import sys
 
 # Each module defines ``register(subparsers)``, adding subcommands whose ``func(args)`` returns an exit code.
 COMMAND_MODULES = (
-    "taocache.cache.commands",
-    "taocache.cache.teacache_commands",
-    "taocache.cache.tune_commands",
-    "taocache.world.commands",
-    "taocache.bench.commands",
-    "taocache.edit.commands",
+    "taocache.cli.run",
+    "taocache.cli.teacache",
+    "taocache.cli.tune",
+    "taocache.cli.world",
+    "taocache.cli.bench",
+    "taocache.cli.edit",
 )
 
 
@@ -23,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -39,7 +34,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, OSError) as err:  # bad input, or a file that cannot be read or written
+    except (ValueError, OSError) as err:  # bad input, or a file that cannot be read or written
         print(f"taocache {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from ..edit.config import INVERSIONS, EditConfig, default_config
 from ..world.scenes import SPLITS
-from .config import INVERSIONS, EditConfig, default_config
+from .common import add_model_argument
 
 
 def register(subparsers) -> None:
@@ -52,7 +53,9 @@ def register(subparsers) -> None:
         "is written to summary.json and summary.md.",
     )
     evaluate.add_argument("--cases", type=int, default=48, help="number of edits (half moves, half resizes; default 48)")
-    evaluate.add_argument("--output-dir", default="eval/results/edit", help="where records and summaries go")
+    evaluate.add_argument(
+        "--output-dir", default="eval/results/edit", help="where records and summaries go (under the current folder)"
+    )
     evaluate.add_argument(
         "--sweep-alpha", default="0,1", help="alphas also scored ('' for none)"
     )
@@ -72,9 +75,7 @@ def register(subparsers) -> None:
 
 
 def _model_arguments(parser) -> None:
-    parser.add_argument(
-        "--model", help="recipe name, recipe file, pipeline folder or hub id (default: tiny-t2i)"
-    )
+    add_model_argument(parser, "tiny-t2i")
     parser.add_argument("--cache-dir", help="artefact cache folder (default: ~/.cache/taocache/edit)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or keep cached artefacts")
     parser.add_argument(
@@ -162,12 +163,10 @@ def _taocache_config(args, pipe, config: EditConfig, prompts: list[str]):
     """None, or TaoCache calibrated for this model and these settings (kept in the artefact cache)."""
     if not args.taocache:
         return None
-    from .acceleration import cache_available, calibrated_cache_config
-    from .artefacts import ArtefactCache, model_identity
-    from .inputs import model_size
+    from ..edit.acceleration import calibrated_cache_config
+    from ..edit.artefacts import ArtefactCache, model_identity
+    from ..edit.inputs import model_size
 
-    if not cache_available():
-        raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
     height, width = model_size(pipe)
     call = {"num_inference_steps": config.num_steps, "guidance_scale": config.guidance_scale,
             "height": height, "width": width}
@@ -184,7 +183,7 @@ def _number(value) -> str:
 
 
 def run_edit(args) -> int:
-    from .edit_file import check_request, parse_list, run_request
+    from ..edit.edit_file import check_request, parse_list, run_request
 
     recipe = _recipe(args)
     config = _config(args, recipe)
@@ -192,11 +191,6 @@ def run_edit(args) -> int:
     steps = parse_list(args.sweep_steps_source, int, "--sweep-steps-source")
     # everything that can fail on the user's input does so before the model loads (or TaoCache calibrates)
     request = check_request(args.image, args.source, args.target, args.output, config, alphas, steps, args.force)
-    if args.taocache:
-        from .acceleration import cache_available
-
-        if not cache_available():
-            raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
     pipe, recipe = _load(recipe)
     cache_config = _taocache_config(args, pipe, config, [args.source, args.target])
     report = run_request(pipe, request, config, recipe, _cache_dir(args), args.force, cache_config)
@@ -220,7 +214,7 @@ def run_edit(args) -> int:
 
 
 def run_batch_command(args) -> int:
-    from .batch import load_spec, run_batch
+    from ..edit.batch import load_spec, run_batch
 
     spec = load_spec(args.spec, args.output_dir)
     if args.model is None:
@@ -253,14 +247,11 @@ def run_batch_command(args) -> int:
 
 
 def run_eval_command(args) -> int:
-    from .acceleration import cache_available
-    from .edit_file import parse_list
-    from .evaluation import EvalSettings, run_evaluation, summary_markdown
+    from ..edit.edit_file import parse_list
+    from ..edit.evaluation import EvalSettings, run_evaluation, summary_markdown
 
     if args.cases < 1:
         raise ValueError(f"--cases={args.cases} must be at least 1")
-    if args.taocache and not cache_available():
-        raise ValueError("--taocache needs taocache.enable/disable, which this installation lacks")
     recipe = _recipe(args)
     settings = EvalSettings(
         cases=args.cases,

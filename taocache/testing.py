@@ -1,7 +1,8 @@
-"""Diffusers pipelines built from configs in code: the shapes of the embedded models, and tiny test pipelines.
+"""Diffusers pipelines built from configs in code, for tests, examples and the training scripts: the shapes of
+the embedded models and tiny random pipelines.
 
-Nothing here downloads anything. The same builders give the untrained starting point of the embedded
-models (``samples/train_*.py``) and the tiny random pipelines the tests and examples run on.
+Nothing here downloads anything, and nothing in the library imports it: the same builders give the untrained
+starting point of the embedded models (``samples/train_*.py``) and the tiny random pipelines the tests run on.
 """
 
 from __future__ import annotations
@@ -292,8 +293,6 @@ def tiny_latte_pipeline(seed: int = 0, num_layers: int = 1, vae_levels: int = 3)
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
 def tiny_cogvideox_pipeline(seed: int = 0):
     """A random-weight ``CogVideoXPipeline`` for tests (5 frames of 32x32); it batches both guidance passes."""
     from diffusers import (

@@ -18,17 +18,15 @@ which is also how runs shorter than :data:`MIN_CALIBRATION_STEPS` are best serve
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+from ..core.data import user_cache_dir
+from ..results import atomic_write_text, refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -49,25 +47,21 @@ def calibration_steps_for(run_steps: int) -> int:
     return max(int(run_steps), MIN_CALIBRATION_STEPS)
 
 
-_FIELDS = ("cos_mean", "cos_std", "ratio_mean", "ratio_std", "gain_mean", "gain_std")
-_TINY = 1e-12
+FIELDS = ("cos_mean", "cos_std", "ratio_mean", "ratio_std", "gain_mean", "gain_std")
+TINY = 1e-12
 
 
 def default_directory() -> Path:
-    """``$TAOCACHE_CALIBRATION_DIR`` or ``~/.cache/taocache/calibration``."""
+    """``$TAOCACHE_CALIBRATION_DIR`` or the user cache's ``calibration`` folder (``~/.cache/taocache``)."""
     env = os.environ.get("TAOCACHE_CALIBRATION_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "taocache" / "calibration"
+    return Path(env) if env else user_cache_dir("calibration")
 
 
-def fingerprint(module: torch.nn.Module) -> str:
-    """A short hash of the denoiser's architecture: its diffusers config, else its parameter shapes."""
-    config = getattr(module, "config", None)
-    if config is not None and hasattr(config, "items"):
-        public = {k: v for k, v in dict(config).items() if not str(k).startswith("_")}
-        text = json.dumps(public, sort_keys=True, default=str)
-    else:
-        text = json.dumps([(n, list(p.shape)) for n, p in module.named_parameters()])
-    return hashlib.sha256(f"{type(module).__name__}:{text}".encode()).hexdigest()[:12]
+def shipped_directory() -> Path:
+    """The calibrations that ship with the package (for the embedded models)."""
+    from importlib import resources
+
+    return Path(str(resources.files(__package__))) / "calibrations"
 
 
 @dataclass(frozen=True)
@@ -128,13 +122,13 @@ class DenoiserCalibration:
             branches[branch] = {}
             for key, table in pairs.items():
                 gap, horizon = key[1:].split("m")
-                missing = [f for f in _FIELDS if f not in table or len(table[f]) != steps]
+                missing = [f for f in FIELDS if f not in table or len(table[f]) != steps]
                 if missing:
                     raise ValueError(f"branch {branch!r} pair {key!r} lacks {steps}-step lists for {missing}")
-                bad = [f for f in _FIELDS if not all(v is None or _finite_number(v) for v in table[f])]
+                bad = [f for f in FIELDS if not all(v is None or _finite_number(v) for v in table[f])]
                 if bad:
                     raise ValueError(f"branch {branch!r} pair {key!r}: {bad} hold values that are not finite numbers")
-                branches[branch][(int(gap), int(horizon))] = {f: list(table[f]) for f in _FIELDS}
+                branches[branch][(int(gap), int(horizon))] = {f: list(table[f]) for f in FIELDS}
         return cls(str(data["denoiser"]), str(data["fingerprint"]), branches)
 
 
@@ -168,7 +162,7 @@ class Calibration:
             "timesteps": [round(float(t), 6) for t in self.timesteps],
             "horizon": self.horizon,
             "samples": self.samples,
-            "statistics": list(_FIELDS),
+            "statistics": list(FIELDS),
             "denoisers": {name: entry.to_dict() for name, entry in self.denoisers.items()},
         }
 
@@ -206,12 +200,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the JSON file atomically; refuses to replace an existing file unless ``overwrite``."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
-        from ..io import atomic_write_text
-
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = refuse_overwrite(path, overwrite)
         atomic_write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
         self.source = str(path)
         return path
@@ -289,7 +278,7 @@ class CalibratedDenoiser:
         source = step if num_steps == n else round(step * (n - 1) / max(num_steps - 1, 1))
         if source - horizon - gap < 0 or source >= n:
             return None
-        values = [tables[f][source] for f in _FIELDS]
+        values = [tables[f][source] for f in FIELDS]
         if any(v is None for v in values):
             return None
         stats = StepStats(*values)
@@ -302,7 +291,7 @@ class CalibratedDenoiser:
 
 def _first_order(x_target: float, x_last: float, x_before: float) -> float | None:
     span = x_last - x_before
-    return None if abs(span) < _TINY else (x_target - x_last) / span
+    return None if abs(span) < TINY else (x_target - x_last) / span
 
 
 def first_order_coefficient(x_target, x_last, x_before, step, last_step, before_step) -> float:
@@ -317,101 +306,6 @@ def first_order_coefficient(x_target, x_last, x_before, step, last_step, before_
     return (step - last_step) / (last_step - before_step)
 
 
-class CalibrationRecorder:
-    """Accumulates the delta statistics from full runs, per guidance branch, across calls and samples."""
-
-    def __init__(self, horizon: int = DEFAULT_HORIZON):
-        if not isinstance(horizon, int) or not 1 <= horizon <= 8:
-            raise ValueError(f"horizon={horizon!r} must be an integer in [1, 8]")
-        self.horizon = horizon
-        # (branch, step, gap, horizon) -> running sums [n, cos, cos^2, ratio, ratio^2, gain, gain^2]
-        self._sums: dict[tuple, np.ndarray] = defaultdict(lambda: np.zeros(7))
-        self._windows: dict[str, dict[int, torch.Tensor]] = {}
-        self.timesteps: dict[int, float] = {}
-        self.samples: int = 0
-        self._call_samples: dict[str, int] = {}
-
-    def observe(
-        self,
-        context: str,
-        step: int,
-        timestep: float | None,
-        output: torch.Tensor,
-        branches: list[tuple[str, slice]],
-    ) -> None:
-        """Add the statistics of every (gap, horizon) ending at ``step`` for one computed output."""
-        window = self._windows.setdefault(context, {})
-        flat = output.detach().flatten(1).float()
-        for m in range(1, self.horizon + 1):
-            last = window.get(step - m)
-            if last is None:
-                continue
-            target_delta = flat - last
-            for g in range(1, self.horizon + 2):
-                before = window.get(step - m - g)
-                if before is None:
-                    continue
-                self._add(target_delta, last - before, step, g, m, branches)
-        window[step] = flat
-        for old in [s for s in window if s < step - 2 * self.horizon - 1]:
-            del window[old]
-        if timestep is not None:
-            self.timesteps.setdefault(step, float(timestep))
-        rows = max(len(range(flat.shape[0])[r]) for _, r in branches) if branches else flat.shape[0]
-        self._call_samples[context] = rows
-
-    def _add(self, target: torch.Tensor, delta: torch.Tensor, step: int, g: int, m: int, branches) -> None:
-        target_norm = target.norm(dim=1)
-        delta_norm = delta.norm(dim=1)
-        cos = (target * delta).sum(dim=1) / (target_norm * delta_norm).clamp_min(_TINY)
-        ratio = target_norm / delta_norm.clamp_min(_TINY)
-        valid = (delta_norm > _TINY).tolist()
-        cos, ratio = cos.tolist(), ratio.tolist()
-        for branch, rows in branches:
-            for s in range(len(valid))[rows]:
-                if not valid[s]:
-                    continue
-                gain = ratio[s] * cos[s]
-                self._sums[(branch, step, g, m)] += (
-                    1,
-                    cos[s],
-                    cos[s] ** 2,
-                    ratio[s],
-                    ratio[s] ** 2,
-                    gain,
-                    gain**2,
-                )
-
-    def end_call(self) -> None:
-        """Forget the outputs of the call that just ended (its statistics are kept)."""
-        if self._call_samples:
-            self.samples += max(self._call_samples.values())
-        self._call_samples.clear()
-        self._windows.clear()
-
-    @property
-    def has_data(self) -> bool:
-        return bool(self._sums)
-
-    def num_steps(self) -> int:
-        return max(self.timesteps) + 1 if self.timesteps else 0
-
-    def build(self, denoiser: str, fp: str, steps: int) -> DenoiserCalibration:
-        """Means and spreads per (branch, gap, horizon), as lists over ``steps`` steps."""
-        branches: dict[str, dict[tuple[int, int], dict[str, list]]] = {}
-        for (branch, step, g, m), s in self._sums.items():
-            if step >= steps:
-                continue
-            tables = branches.setdefault(branch, {}).setdefault((g, m), {f: [None] * steps for f in _FIELDS})
-            n = s[0]
-            for k, name in enumerate(("cos", "ratio", "gain")):
-                mean = s[1 + 2 * k] / n
-                std = math.sqrt(max(s[2 + 2 * k] / n - mean**2, 0.0))
-                tables[f"{name}_mean"][step] = _round(mean)
-                tables[f"{name}_std"][step] = _round(std)
-        return DenoiserCalibration(denoiser, fp, branches)
-
-
 def _whole_number(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -420,5 +314,5 @@ def _finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _round(value: float) -> float:
+def round_statistic(value: float) -> float:
     return float(f"{value:.5g}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .scenes import SPLITS
+from ..world.scenes import SPLITS
+from .common import add_call_arguments, add_model_argument, check_output
 
 
 def register(sub) -> None:
     p = sub.add_parser("world-eval", help="score a sample-world model on its captions with the analytic scorer")
-    p.add_argument("--model", default=None, help="recipe, folder or hub id (default: the embedded model of --kind)")
+    add_model_argument(p, "the embedded model of --kind")
     p.add_argument("--kind", choices=("video", "image"), default="video")
     p.add_argument("--seeds", type=int, default=2, help="samples (seeds 0, 1, ...) per caption of the split")
     p.add_argument("--max-samples", type=int, default=None, help="score only the first N samples (a quick look)")
@@ -20,24 +21,24 @@ def register(sub) -> None:
         help="test captions (the quality bar, default), tune captions (for choosing a recipe's settings) or "
         "train captions",
     )
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the recipe's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
+    add_call_arguments(p, ["steps", "guidance"])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     p.add_argument(
         "--output",
         type=Path,
         default=None,
-        help="JSON file (default: eval/results/model-<name>.json; model-<name>-<split>.json for another split)",
+        help="JSON file (default: eval/results/model-<name>.json under the current folder; "
+        "model-<name>-<split>.json for another split)",
     )
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..io import refuse_overwrite, write_json
     from ..metrics import format_rate
-    from ..recipes import ROOT, check_device, load_pipeline
-    from .evaluate import evaluate_model
+    from ..recipes import check_device, load_pipeline
+    from ..results import write_json
+    from ..world.evaluate import evaluate_model
 
     if args.seeds < 1:
         raise ValueError(f"--seeds={args.seeds} must be at least 1")
@@ -50,8 +51,7 @@ def run(args) -> int:
     check_device(args.device)
     pipe, recipe = load_pipeline(args.model, kind=args.kind, device=args.device)
     suffix = "" if args.split == "test" else f"-{args.split}"
-    output = args.output or ROOT / "eval" / "results" / f"model-{recipe.name}{suffix}.json"
-    refuse_overwrite(output, args.force)
+    output = check_output(args.output or Path("eval", "results", f"model-{recipe.name}{suffix}.json"), args.force)
     result = evaluate_model(pipe, recipe, args.split, args.seeds, args.max_samples, num_inference_steps=args.steps,
                             guidance_scale=args.guidance)
     write_json(output, result)

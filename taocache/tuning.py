@@ -11,7 +11,7 @@ run?". :func:`tune` answers it for one model and call setting by a small search:
 3. the cheapest candidate whose worst case meets every target (plus ``margin_db`` for PSNR) wins;
 4. it is checked on separate *held-out* prompts, and the file says on how many it met the targets.
 
-The result is a configuration file (see :mod:`taocache.cache.config_file`) that ``taocache.enable`` takes.
+The result is a configuration file (see :mod:`taocache.configs`) that ``taocache.enable`` takes.
 """
 
 from __future__ import annotations
@@ -25,9 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import psnr, ssim
-from .calibration import DEFAULT_HORIZON, calibration_steps_for
-from .config import TaoCacheConfig
+from . import api
+from .configs import save_configs
+from .core.denoisers import transformers_of
+from .core.frames import frames_of
+from .metrics import quality_row
+from .results import json_safe
+from .taocache.calibration import DEFAULT_HORIZON, calibration_steps_for
+from .taocache.config import TaoCacheConfig
+from .teacache.coefficients import find_coefficients
+from .teacache.config import TeaCacheConfig
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +125,7 @@ class TuneResult:
 
     def report(self) -> dict:
         """What the search measured, as JSON-safe values (an output equal to the full run has PSNR "inf")."""
-        return _json_safe({
+        return json_safe({
             "targets": {k: v for k, v in vars(self.targets).items() if v is not None},
             "call": {k: v for k, v in self.call.items() if isinstance(v, (int, float, str, bool))},
             "chosen": self.chosen.summary() if self.chosen else None,
@@ -130,46 +137,22 @@ class TuneResult:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the chosen configuration (and its calibration) for ``taocache.enable(pipe, path)``."""
-        from .config_file import save_configs
-
         return save_configs(path, self.configs, tuned=self.report(), overwrite=overwrite)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value
 
 
 def _teacache_fraction(pipe) -> float:
     """Of the calls that reached the transformers, the fraction TeaCache computed (1.0 without TeaCache)."""
-    from .api import _denoisers
-    from .teacache import ROOT_HOOK, teacache_stats
-
     computed = total = 0
-    for _, module in _denoisers(pipe)[1]:
-        registry = getattr(module, "_diffusers_hook", None)
-        if registry is not None and registry.get_hook(ROOT_HOOK) is not None:
-            for counts in teacache_stats(module).values():
-                computed += counts.get("computed", 0)
-                total += counts.get("computed", 0) + counts.get("skipped", 0)
+    for counts_by_branch in (api.stats(pipe).stacked.get("TeaCache") or {}).values():
+        for counts in counts_by_branch.values():
+            computed += counts.get("computed", 0)
+            total += counts.get("computed", 0) + counts.get("skipped", 0)
     return computed / total if total else 1.0
-
-
-def _quality(frames: np.ndarray, reference: np.ndarray, lpips_model) -> dict:
-    row = {"psnr": psnr(frames, reference), "ssim": ssim(frames, reference)}
-    if lpips_model is not None:
-        row["lpips"] = lpips_model(frames, reference)
-    return row
 
 
 def _worst(rows: list[dict]) -> dict:
     worst = {"psnr": min(r["psnr"] for r in rows), "ssim": min(r["ssim"] for r in rows)}
-    if rows and "lpips" in rows[0]:
+    if rows and rows[0]["lpips"] is not None:
         worst["lpips"] = max(r["lpips"] for r in rows)
     return worst
 
@@ -196,13 +179,11 @@ def default_candidates(pipe, calibration, stack: bool = True) -> list[Candidate]
 
 def _teacache_base(pipe):
     """A TeaCacheConfig with this model's own coefficients (fitted file or published preset), else None."""
-    from .teacache import TeaCacheConfig, _find_coefficients, _transformers
-
     try:
-        transformers = _transformers(pipe)
+        transformers = transformers_of(pipe)
     except TypeError:
         return None  # a UNet pipeline: TeaCache caches a transformer's block stack
-    found = _find_coefficients(transformers[0])
+    found = find_coefficients(transformers[0][1])
     if found is None:
         logger.info("no TeaCache coefficients for this model: tuning TaoCache alone (fit some with fit-teacache)")
         return None
@@ -233,9 +214,6 @@ def tune(
     """
     from tqdm.auto import tqdm
 
-    from .api import _hooks, calibrate, disable, enable, stats
-    from .commands import _frames
-
     targets = Targets(target_psnr, target_ssim, target_lpips)
     check_margin(margin_db, "margin_db")
     if target_lpips is not None and (lpips_model is None or not getattr(lpips_model, "available", True)):
@@ -248,17 +226,17 @@ def tune(
         raise ValueError("search_prompts is empty: the search needs at least one prompt")
     if set(search_prompts) & set(check_prompts):
         raise ValueError("search_prompts and check_prompts overlap: the check must use prompts the search never saw")
-    if _hooks(pipe):
+    if api.active_caches(pipe):
         raise ValueError("TaoCache is already enabled on this pipeline; disable it before tuning")
     call = dict(call_kwargs or {})
     lpips = lpips_model if lpips_model is not None and getattr(lpips_model, "available", True) else None
 
     def run(prompt: str, n: int):
         generator = torch.Generator("cpu").manual_seed(seed + n)
-        return _frames(pipe(prompt, generator=generator, output_type="np", **call))
+        return frames_of(pipe(prompt, generator=generator, output_type="np", **call))
 
     steps = call.get("num_inference_steps")
-    calibration = calibrate(
+    calibration = api.calibrate(
         pipe, list(search_prompts), seed=seed, save=False, progress=progress,
         call_kwargs={**call, "num_inference_steps": calibration_steps_for(steps)} if steps else call,
         horizon=max(DEFAULT_HORIZON, *TAOCACHE_GRID["max_consecutive"]),
@@ -266,17 +244,17 @@ def tune(
     references = [run(p, n) for n, p in enumerate(search_prompts)]
     tried = candidates if candidates is not None else default_candidates(pipe, calibration, stack)
     for candidate in tqdm(tried, desc="tune", disable=not progress):
-        enable(pipe, candidate.configs)
+        api.enable(pipe, candidate.configs)
         try:
             rows, computed, calls = [], 0, 0
             for n, prompt in enumerate(search_prompts):
-                rows.append(_quality(run(prompt, n), references[n], lpips))
-                record = stats(pipe)
+                rows.append(quality_row(run(prompt, n), references[n], lpips))
+                record = api.stats(pipe)
                 computed, calls = computed + record.computed, calls + record.calls
             # TaoCache's share of computed calls, times TeaCache's share of full block-stack passes in them
             candidate.cost = computed / calls * _teacache_fraction(pipe)
         finally:
-            disable(pipe)
+            api.disable(pipe)
         candidate.per_prompt = rows
         candidate.worst = _worst(rows)
     # a configuration that skipped nothing only meets a target the plain pipeline meets: no answer to tuning
@@ -286,11 +264,11 @@ def tune(
     if chosen is not None:
         offset = len(search_prompts)
         references = [run(p, offset + n) for n, p in enumerate(check_prompts)]
-        enable(pipe, chosen.configs)
+        api.enable(pipe, chosen.configs)
         try:
             for n, prompt in enumerate(check_prompts):
-                row = _quality(run(prompt, offset + n), references[n], lpips)
+                row = quality_row(run(prompt, offset + n), references[n], lpips)
                 check.append({"prompt": prompt, **row, "met": targets.met(row)})
         finally:
-            disable(pipe)
+            api.disable(pipe)
     return TuneResult(targets, chosen, tried, check, call)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .common import add_call_arguments, add_model_argument, check_output, read_prompt_lines
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "fit-teacache", help="fit TeaCache's rescaling coefficients for a model from full runs"
     )
-    p.add_argument(
-        "--model", default=None, help="recipe, folder or hub id (default: the embedded video model)"
-    )
+    add_model_argument(p)
     p.add_argument(
         "--prompts-file",
         type=Path,
@@ -27,7 +27,7 @@ def register(sub) -> None:
         default=None,
         help="sampling steps; several values pool their runs into one fit (default: the recipe's)",
     )
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
+    add_call_arguments(p, ["guidance"])
     p.add_argument("--degree", type=int, default=4, help="degree of the fitted polynomial (default 4)")
     p.add_argument(
         "--indicator",
@@ -55,20 +55,16 @@ def register(sub) -> None:
         "--output",
         type=Path,
         default=None,
-        help="JSON file (default: pipelines/coefficients/<model>-teacache.json)",
+        help="JSON file (default: <model>-teacache.json in ~/.cache/taocache/teacache, where TeaCache looks "
+        "for fitted coefficients)",
     )
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p.set_defaults(func=run)
 
 
 def _prompts(args) -> list[str]:
-    if args.prompts_file is not None:
-        if not args.prompts_file.is_file():
-            raise FileNotFoundError(f"--prompts-file {args.prompts_file} does not exist")
-        prompts = [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"--prompts-file {args.prompts_file} holds no prompt")
-    else:
+    prompts = read_prompt_lines(args.prompts_file)
+    if prompts is None:
         from ..world import scenes_of
 
         prompts = [scene.caption for scene in scenes_of("tune", video=True)]
@@ -80,9 +76,9 @@ def _prompts(args) -> list[str]:
 
 
 def run(args) -> int:
-    from ..io import check_writable_folder
-    from ..recipes import ROOT, find_recipe, load_pipeline
-    from .teacache_fit import coefficient_file_content, fit_teacache, write_coefficient_file
+    from ..recipes import find_recipe, load_pipeline
+    from ..teacache.coefficients import coefficient_directories
+    from ..teacache.fit import coefficient_file_content, fit_teacache, write_coefficient_file
 
     if args.warmup < 1:
         raise ValueError(f"--warmup={args.warmup} must be >= 1 (the first step has nothing to compare with)")
@@ -99,10 +95,7 @@ def run(args) -> int:
             "Wan); give --model a recipe file (pipelines/*.toml) that records the size, frames and steps"
         )
     safe_name = re.sub(r"[^\w.-]+", "-", recipe.name)
-    output = args.output or ROOT / "pipelines" / "coefficients" / f"{safe_name}-teacache.json"
-    if output.exists() and not args.force:
-        raise FileExistsError(f"{output} exists; pass --force to overwrite it")
-    check_writable_folder(output)
+    output = check_output(args.output or coefficient_directories()[0] / f"{safe_name}-teacache.json", args.force)
     pipe, recipe = load_pipeline(recipe, kind="video")
     if getattr(pipe, "transformer", None) is None:
         raise ValueError(f"{recipe.name} has no transformer: TeaCache caches a transformer's block stack")

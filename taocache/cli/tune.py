@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import add_call_arguments, add_model_argument, check_output, load_with_call, read_prompt_lines
+
 
 def register(sub) -> None:
-    from .commands import _add_model_arguments
-
     p = sub.add_parser(
         "tune", help="find the fastest TaoCache configuration (alone or on TeaCache) that meets a quality target"
     )
-    _add_model_arguments(p)
+    add_model_argument(p)
+    add_call_arguments(p)
     p.add_argument("--target-psnr", type=float, default=None, help="least PSNR against the full run, dB")
     p.add_argument("--target-ssim", type=float, default=None, help="least SSIM against the full run (0-1)")
     p.add_argument(
@@ -46,10 +47,8 @@ def _spread(items: list, count: int) -> list:
 def _prompts(args, kind: str) -> tuple[list[str], list[str]]:
     if args.search_prompts < 1 or args.check_prompts < 0:
         raise ValueError("--search-prompts must be at least 1 and --check-prompts at least 0")
-    if args.prompts_file is not None:
-        if not args.prompts_file.is_file():
-            raise FileNotFoundError(f"--prompts-file {args.prompts_file} does not exist")
-        lines = [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+    lines = read_prompt_lines(args.prompts_file)
+    if lines is not None:
         needed = args.search_prompts + args.check_prompts
         if len(lines) < needed:
             raise ValueError(f"--prompts-file {args.prompts_file} holds {len(lines)} prompts; {needed} are needed")
@@ -61,16 +60,13 @@ def _prompts(args, kind: str) -> tuple[list[str], list[str]]:
 
 
 def tune_command(args) -> int:
-    from ..io import check_writable_folder, refuse_overwrite
-    from .commands import _load
-    from .config_file import calibration_path
-    from .tune import Targets, check_margin, tune
+    from ..taocache.backend import calibration_path
+    from ..tuning import Targets, check_margin, tune
 
     Targets(args.target_psnr, args.target_ssim, args.target_lpips)  # checks the targets before any work
     check_margin(args.margin, "--margin")
-    refuse_overwrite(args.output, args.force)
-    refuse_overwrite(calibration_path(args.output), args.force)  # the calibration written beside it
-    check_writable_folder(args.output)
+    check_output(args.output, args.force)
+    check_output(calibration_path(args.output), args.force)  # the calibration written beside it
     lpips_model = None
     if args.target_lpips is not None:
         from ..metrics import load_lpips
@@ -78,7 +74,7 @@ def tune_command(args) -> int:
         lpips_model = load_lpips("alex")
     if args.prompts_file is not None:  # read now, so a short file fails before the model loads
         _prompts(args, "video")
-    pipe, recipe, call = _load(args)
+    pipe, recipe, call = load_with_call(args)
     search, check = _prompts(args, recipe.kind)
     print(f"tuning {recipe.name} on {len(search)} search prompts, checking on {len(check)} held-out prompts")
     result = tune(
