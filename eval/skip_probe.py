@@ -70,9 +70,9 @@ def main(argv=None) -> int:
 
     import taocache
     from taocache.bench.sweep import world_calibration_prompts
-    from taocache.taocache.calibration import DEFAULT_HORIZON, calibration_steps_for
     from taocache.metrics import psnr
     from taocache.recipes import load_pipeline
+    from taocache.taocache.calibration import DEFAULT_HORIZON, calibration_steps_for
     from taocache.world import scenes_of
 
     pipe, recipe = load_pipeline(args.model)

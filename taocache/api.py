@@ -12,8 +12,8 @@ from pathlib import Path
 from . import registry
 from .core.denoisers import denoisers_of
 from .diffusers_caches import enabled_by_hand
-from .taocache.calibration import DEFAULT_HORIZON, Calibration, default_directory
 from .taocache.calibrate import record_calibration
+from .taocache.calibration import DEFAULT_HORIZON, Calibration, default_directory
 from .taocache.config import TaoCacheConfig
 from .taocache.recorder import CalibrationRecorder
 from .taocache.stats import CacheStats
@@ -83,7 +83,7 @@ def disable(target) -> None:
 
 def _remove_all(target) -> bool:
     """Take every backend's cache off ``target``; whether any was on."""
-    return any([backend.remove(target) for backend in registry.backends()])
+    return any([backend.remove(target) for backend in registry.backends()])  # noqa: C419 - remove from every one
 
 
 def _stacked_stats(target) -> dict[str, object]:
@@ -187,8 +187,8 @@ def calibrate(
             "enable the caches again"
         )
     if save and path is None and "num_inference_steps" in kwargs:
-        from .core.fingerprint import fingerprint
         from .core.denoisers import scheduler_name
+        from .core.fingerprint import fingerprint
 
         _, module = denoisers_of(pipe)[0]
         expected = default_directory() / (

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import tomllib
 
 from .core.data import data_path, data_root
 
@@ -124,7 +125,7 @@ def find_recipe(model: str | None = None, kind: str = "video") -> Recipe:
     )
 
 
-def load_pipeline(model: "str | Recipe | None" = None, kind: str = "video", device: str = "cpu", dtype=None):
+def load_pipeline(model: str | Recipe | None = None, kind: str = "video", device: str = "cpu", dtype=None):
     """Load a pipeline for ``model`` (see :func:`find_recipe`); returns ``(pipeline, recipe)``."""
     import diffusers
     import torch

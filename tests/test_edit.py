@@ -13,7 +13,6 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from taocache.testing import tiny_sd_pipeline
 from taocache.edit import EditConfig, NonRigidEditor
 from taocache.edit import editor as editor_module
 from taocache.edit.acceleration import sampling_cache
@@ -25,6 +24,7 @@ from taocache.edit.outputs import check_writable
 from taocache.edit.sampling import blend, inject_and_sample
 from taocache.edit.schedulers import editing_schedulers
 from taocache.edit.text_optimization import optimize_text_embedding
+from taocache.testing import tiny_sd_pipeline
 from taocache.world import Scene, render
 
 torch.set_num_threads(1)

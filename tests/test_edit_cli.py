@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from taocache.testing import tiny_sd_pipeline
 from taocache.cli import main
 from taocache.edit import EditConfig
 from taocache.edit.cases import EditCase, EvalSettings, build_cases
 from taocache.edit.evaluation import run_evaluation
 from taocache.edit.scoring import score_edit
 from taocache.metrics import format_rate
+from taocache.testing import tiny_sd_pipeline
 from taocache.world import Scene, render, scenes_of
 
 torch.set_num_threads(1)

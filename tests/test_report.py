@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from taocache.results.media import side_by_side, write_video
 from taocache.bench.records import append_record
 from taocache.report import write_report
 from taocache.report.aggregate import aggregate, frontier, interpolate, matched_table
+from taocache.results.media import side_by_side, write_video
 
 
 def test_frontier_keeps_undominated_points_and_interpolates():

@@ -9,10 +9,10 @@ import torch
 
 import taocache
 from taocache import tuning as tune_module
+from taocache.cli import main
 from taocache.configs import load_configs, save_configs
 from taocache.teacache import ModelMatch, TeaCacheConfig, teacache_stats
 from taocache.tuning import Candidate, Targets, tune
-from taocache.cli import main
 
 CALL = {"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 8, "guidance_scale": 5.0,
         "max_sequence_length": 16}

@@ -26,8 +26,8 @@ from ..core import compat
 from ..core.denoisers import denoisers_of
 from ..core.frames import frames_of
 from ..metrics import LPIPS, load_lpips, quality_row
-from ..results.media import difference_image, side_by_side, write_video
 from ..results.environment import describe_environment
+from ..results.media import difference_image, side_by_side, write_video
 from .methods import BenchContext, Method, Unsupported, make_method
 from .probe import CallTrace, DenoiserProbe, PeakMemory
 from .records import (

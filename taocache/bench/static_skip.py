@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from ..core import compat
 
 STATIC_SKIP_HOOK = "taocache_bench_static_skip"

@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from .config import EditConfig
 from .editor import NonRigidEditor
 from .inputs import check_prompt, fit_to_model, load_image, model_size

@@ -77,7 +77,7 @@ class LPIPS:
         import torch
 
         a, b = _pair(result, reference)
-        to_t = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() * 2 - 1  # noqa: E731
+        to_t = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() * 2 - 1
         with torch.no_grad():
             return float(self.model(to_t(a), to_t(b)).mean())
 

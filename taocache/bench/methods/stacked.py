@@ -8,9 +8,8 @@ inside the transformer. Its settings are one table per part, e.g.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from dataclasses import replace
+from typing import ClassVar
 
 from ... import api
 from ...teacache.config import TeaCacheConfig
