@@ -12,6 +12,7 @@ from pathlib import Path
 from . import registry
 from .core.denoisers import denoisers_of
 from .diffusers_caches import enabled_by_hand
+from .results import refuse_overwrite
 from .taocache.calibrate import record_calibration
 from .taocache.calibration import DEFAULT_HORIZON, Calibration, default_directory
 from .taocache.config import TaoCacheConfig
@@ -177,8 +178,8 @@ def calibrate(
     CalibrationRecorder(horizon)  # checks the horizon before any hook goes on
     kwargs = dict(call_kwargs or {})
     kwargs.setdefault("output_type", "latent")
-    if save and path is not None and Path(path).exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    if save and path is not None:
+        refuse_overwrite(path, overwrite)
     others = [name for name in active_caches(pipe) if name != "TaoCache"]
     if others:
         raise ValueError(
@@ -195,8 +196,7 @@ def calibrate(
             f"{type(module).__name__}-{fingerprint(module)}-{scheduler_name(pipe) or 'unknown'}-"
             f"{kwargs['num_inference_steps']}.json"
         )
-        if expected.exists() and not overwrite:
-            raise FileExistsError(f"{expected} exists; pass overwrite=True (CLI: --force) to replace it")
+        refuse_overwrite(expected, overwrite)
     calibration = record_calibration(pipe, list(prompts), kwargs, seed, horizon, progress)
     if save:
         target = Path(path) if path is not None else default_directory() / calibration.file_name()

@@ -208,9 +208,31 @@ def tune(
 ) -> TuneResult:
     """Search the fastest cache configuration whose worst case on ``search_prompts`` meets the targets.
 
-    Prompt ``n`` of each list runs with a CPU generator seeded ``seed + n``. ``candidates`` replaces the
-    default grid (:func:`default_candidates`). A ``target_lpips`` needs ``lpips_model`` (see
-    :func:`taocache.metrics.load_lpips`). Use ``result.save(path)`` to write the chosen configuration.
+    Args:
+        pipe: A diffusers ``DiffusionPipeline`` with no cache enabled.
+        search_prompts: Prompts the candidates are judged on (TaoCache is calibrated on them too).
+        check_prompts: Other prompts, never seen by the search, on which the chosen configuration is checked.
+        target_psnr: Least PSNR (dB) against the full run, per video; ``margin_db`` is added during the search.
+        target_ssim: Least SSIM (0-1) against the full run.
+        target_lpips: Largest LPIPS (0-1); needs ``lpips_model`` (see :func:`taocache.metrics.load_lpips`).
+        call_kwargs: The pipeline call's arguments (size, steps, guidance) for every run.
+        seed: Prompt ``n`` of each list runs with a CPU generator seeded ``seed + n`` (check prompts after the
+            search prompts).
+        stack: Also try TaoCache stacked on TeaCache where the model has TeaCache coefficients.
+        candidates: Replaces the default grid (:func:`default_candidates`).
+        margin_db: PSNR the search demands above ``target_psnr`` (a finite number >= 0).
+        lpips_model: The LPIPS scorer for ``target_lpips``.
+        progress: Show progress bars.
+
+    Returns:
+        A :class:`TuneResult`: the chosen candidate (None when none met the targets; the cheapest in denoiser
+        passes that did otherwise), every candidate with its worst-case quality, and the held-out check.
+
+    Example::
+
+        result = taocache.tune(pipe, search_prompts, check_prompts, target_psnr=30, call_kwargs=call)
+        result.save("tuned.json")          # also writes tuned.calibration.json beside it
+        taocache.enable(pipe, "tuned.json")
     """
     from tqdm.auto import tqdm
 

@@ -183,6 +183,29 @@ def test_run_command_compares_and_writes_the_video(wan_folder, tmp_path, capsys)
     assert "--height" in capsys.readouterr().err
     assert cli(["run", "--model", str(wan_folder), *size, "--output", str(tmp_path / "y.gif"), "--fps", "0"]) == 2
     assert "--fps 0 must be a number > 0" in capsys.readouterr().err
+    assert cli(["run", "--model", str(wan_folder), *size, "--output", str(tmp_path / "z.gif"), "--repeats", "2"]) == 2
+    assert "--repeats 2 must be at least 3" in capsys.readouterr().err
+
+
+def test_run_command_times_after_a_warm_up_and_reports_medians(wan_folder, tmp_path, capsys, monkeypatch):
+    from taocache.cli import run as run_module
+
+    real = run_module._generate
+    # wall times the calls take: warm-up of the full run and of TaoCache, then full and TaoCache alternated
+    seconds = iter([100.0, 50.0, 2.0, 1.0, 4.0, 2.0, 3.0, 1.0])
+    calls = []
+
+    def timed(pipe, prompt, seed, call):
+        frames, _ = real(pipe, prompt, seed, call)
+        calls.append((prompt, seed, call["num_inference_steps"]))
+        return frames, next(seconds)
+
+    monkeypatch.setattr(run_module, "_generate", timed)
+    size = ["--height", "32", "--width", "32", "--frames", "9", "--steps", "10"]
+    assert cli(["run", "--model", str(wan_folder), *size, "--output", str(tmp_path / "t.gif"), "--prompt", "a red circle"]) == 0
+    text = capsys.readouterr().out
+    assert len(calls) == 8 and len(set(calls)) == 1  # same prompt, seed and steps every time
+    assert "median of 3 runs after a warm-up: full 3.00 s, TaoCache 1.00 s, speed-up 3.00x" in text
 
 
 def test_calibrate_command(wan_folder, tmp_path, capsys):

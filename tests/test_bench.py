@@ -85,7 +85,8 @@ def test_every_run_is_recorded_with_its_measurements(bench_run):
     assert full["timing"]["loop_s"] < full["timing"]["call_s"]
     steps = runs["steps steps=3"]
     assert steps["status"] == "ok" and steps["calls"]["made"] == 6 and steps["steps"] == 3
-    assert steps["speedup"]["calls"] == pytest.approx(2.0)
+    assert steps["speedup"]["calls"] == pytest.approx(2.0) and steps["speedup"]["flops"] == pytest.approx(2.0)
+    assert full["calls"]["flops"] == 12 * full["calls"]["full_call_flops"] > 0
     assert steps["speedup"]["loop"] > 0 and 0 < steps["metrics"]["ssim"] < 1
     assert steps["metrics"]["lpips"] is None and "no backbone" in steps["metrics"]["lpips_unavailable"]
     session = next(r for r in read_records(results) if r["type"] == "session")

@@ -137,3 +137,18 @@ def test_probe_counts_work_and_finds_steps_without_a_step_callback():
     with probe.attached():
         pass
     assert not pipe.transformer._forward_hooks and not pipe.transformer.inner._forward_hooks
+
+
+def test_the_work_count_includes_attention():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from taocache.bench.probe import flop_counter
+
+    q = torch.randn(1, 2, 16, 8)
+    with flop_counter() as counter:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 2 * 2 * (16 * 16 * 8) * 2  # two batched matrix products of 2 heads
+    with FlopCounterMode(display=False) as plain:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert plain.get_total_flops() <= counter.get_total_flops()

@@ -31,6 +31,12 @@ def add_call_arguments(parser, names=CALL_ARGUMENTS) -> None:
         parser.add_argument(flag, type=kind, default=None, help=text)
 
 
+def add_output_arguments(parser, default: Path | None, help: str) -> None:
+    """``--output`` (a file; ``default`` is relative to the current folder) and ``--force`` to replace it."""
+    parser.add_argument("--output", type=Path, default=default, help=help)
+    parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+
+
 def check_call_arguments(args) -> None:
     """Clear errors for sizes and counts out of range, before anything loads."""
     for name in ("steps", "height", "width", "frames"):

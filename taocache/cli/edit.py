@@ -25,9 +25,7 @@ def register(subparsers) -> None:
     edit.add_argument(
         "--sweep-steps-source", help="comma-separated S values to show in the grid, e.g. 5,10,20"
     )
-    _model_arguments(edit)
-    _setting_arguments(edit)
-    edit.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _edit_arguments(edit)
     edit.set_defaults(func=run_edit)
 
     batch = subparsers.add_parser(
@@ -40,9 +38,7 @@ def register(subparsers) -> None:
     batch.add_argument(
         "--output-dir", help="folder for the outputs (default: the spec's output_dir, relative to it)"
     )
-    _model_arguments(batch)
-    _setting_arguments(batch)
-    batch.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _edit_arguments(batch)
     batch.set_defaults(func=run_batch_command)
 
     evaluate = subparsers.add_parser(
@@ -72,6 +68,13 @@ def register(subparsers) -> None:
     _model_arguments(evaluate)
     _setting_arguments(evaluate)
     evaluate.set_defaults(func=run_eval_command)
+
+
+def _edit_arguments(parser) -> None:
+    """What the commands that write edited images share."""
+    _model_arguments(parser)
+    _setting_arguments(parser)
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
 def _model_arguments(parser) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import statistics
 import time
@@ -12,13 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..results.media import check_video_path, side_by_side, write_video
-from .common import (
-    add_call_arguments,
-    add_model_argument,
-    check_output,
-    load_with_call,
-    read_prompt_lines,
-)
+from . import common
 
 #: Timed runs of each, full and cached, after the warm-up (the median is reported).
 MIN_REPEATS = 3
@@ -26,8 +21,8 @@ MIN_REPEATS = 3
 
 def register(sub) -> None:
     run_parser = sub.add_parser("run", help="run a model in full and with TaoCache; compare speed and fidelity")
-    add_model_argument(run_parser)
-    add_call_arguments(run_parser)
+    common.add_model_argument(run_parser)
+    common.add_call_arguments(run_parser)
     run_parser.add_argument("--prompt", default=None, help="prompt (default: the first test caption of the sample world)")
     run_parser.add_argument("--seed", type=int, default=0)
     run_parser.add_argument("--predictor", default=None, help="geometric, linear or reuse (default: the config's)")
@@ -51,18 +46,17 @@ def register(sub) -> None:
         "--repeats", type=int, default=MIN_REPEATS,
         help=f"timed runs of each, full and TaoCache, after a warm-up; the median is reported (default and least {MIN_REPEATS})",
     )
-    run_parser.add_argument(
-        "--output", type=Path, default=Path("runs/taocache-run.gif"),
-        help="side-by-side video, .gif or .mp4 (.png for image models); default runs/taocache-run.gif under the "
+    common.add_output_arguments(
+        run_parser, Path("runs/taocache-run.gif"),
+        "side-by-side video, .gif or .mp4 (.png for image models); default runs/taocache-run.gif under the "
         "current folder",
     )
     run_parser.add_argument("--fps", type=float, default=8.0, help="frames per second of the video (default 8)")
-    run_parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     run_parser.set_defaults(func=run_command)
 
     cal = sub.add_parser("calibrate", help="measure TaoCache's delta statistics for a model from full runs")
-    add_model_argument(cal)
-    add_call_arguments(cal)
+    common.add_model_argument(cal)
+    common.add_call_arguments(cal)
     cal.add_argument(
         "--prompts-file", type=Path, default=None,
         help="calibration prompts, one a line (default: the sample world's tune captions)",
@@ -70,12 +64,11 @@ def register(sub) -> None:
     cal.add_argument("--num-prompts", type=int, default=8, help="use the first N prompts (default 8)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--horizon", type=int, default=3, help="longest run of predicted steps calibrated (1-8)")
-    cal.add_argument(
-        "--output", type=Path, default=None,
-        help="JSON file (default: the calibration folder, ~/.cache/taocache/calibration or "
+    common.add_output_arguments(
+        cal, None,
+        "JSON file (default: the calibration folder, ~/.cache/taocache/calibration or "
         "$TAOCACHE_CALIBRATION_DIR, under the calibration's key)",
     )
-    cal.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     cal.set_defaults(func=calibrate_command)
 
 
@@ -104,8 +97,8 @@ def run_command(args) -> int:
         raise ValueError(f"--calibration-prompts {args.calibration_prompts} must be at least 1")
     if args.repeats < MIN_REPEATS:
         raise ValueError(f"--repeats {args.repeats} must be at least {MIN_REPEATS}: the median of fewer says little")
-    check_output(args.output, args.force)
-    pipe, recipe, call = load_with_call(args)
+    common.check_output(args.output, args.force)
+    pipe, recipe, call = common.load_with_call(args)
     prompt = args.prompt or scenes_of("test", recipe.kind == "video")[0].caption
     fields = {
         "predictor": args.predictor,
@@ -136,11 +129,17 @@ def run_command(args) -> int:
     _generate(pipe, prompt, args.seed, call)  # warm-up: the first calls of a process are slower, untimed
     cached_run()
     full_times, cached_times = [], []
-    for _ in range(args.repeats):  # alternated, so a change in the machine's load falls on both alike
-        full, seconds = _generate(pipe, prompt, args.seed, call)
-        full_times.append(seconds)
-        cached, seconds, record = cached_run()
-        cached_times.append(seconds)
+    quiet = logging.getLogger("taocache")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))  # the warm-up said it all once
+    try:
+        for _ in range(args.repeats):  # alternated, so a change in the machine's load falls on both alike
+            full, seconds = _generate(pipe, prompt, args.seed, call)
+            full_times.append(seconds)
+            cached, seconds, record = cached_run()
+            cached_times.append(seconds)
+    finally:
+        quiet.setLevel(level)
     full_s, cached_s = statistics.median(full_times), statistics.median(cached_times)
 
     print(record)
@@ -149,7 +148,7 @@ def run_command(args) -> int:
         f"speed-up {full_s / cached_s:.2f}x (ideal from calls saved {record.ideal_speedup:.2f}x)"
     )
     print(f"fidelity against the full run: PSNR {psnr(cached, full):.2f} dB, SSIM {ssim(cached, full):.4f}")
-    check_output(args.output, args.force)  # a file may have appeared during the runs
+    common.check_output(args.output, args.force)  # a file may have appeared during the runs
     path = write_video(args.output, side_by_side(full, cached, panel=256), args.fps)
     print(f"full run (left) and TaoCache (right) written to {path}")
     return 0
@@ -160,14 +159,14 @@ def calibrate_command(args) -> int:
     from ..taocache.calibration import default_directory
     from ..world import scenes_of
 
-    prompts = read_prompt_lines(args.prompts_file)
+    prompts = common.read_prompt_lines(args.prompts_file)
     if args.num_prompts < 1:
         raise ValueError(f"--num-prompts {args.num_prompts} must be at least 1")
     if not 1 <= args.horizon <= 8:
         raise ValueError(f"--horizon {args.horizon} must be between 1 and 8")
     if args.output is not None:
-        check_output(args.output, args.force)
-    pipe, recipe, call = load_with_call(args)
+        common.check_output(args.output, args.force)
+    pipe, recipe, call = common.load_with_call(args)
     if prompts is None:
         prompts = [s.caption for s in scenes_of("tune", recipe.kind == "video")]
     prompts = prompts[: args.num_prompts]

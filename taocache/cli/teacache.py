@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .common import add_call_arguments, add_model_argument, check_output, read_prompt_lines
+from .common import (
+    add_call_arguments,
+    add_model_argument,
+    add_output_arguments,
+    check_output,
+    read_prompt_lines,
+)
 
 
 def register(sub) -> None:
@@ -51,14 +57,8 @@ def register(sub) -> None:
     )
     p.add_argument("--batch", type=int, default=4, help="prompts per pipeline call")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="JSON file (default: <model>-teacache.json in ~/.cache/taocache/teacache, where TeaCache looks "
-        "for fitted coefficients)",
-    )
-    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    add_output_arguments(p, None, "JSON file (default: <model>-teacache.json in ~/.cache/taocache/teacache, where "
+                         "TeaCache looks for fitted coefficients)")
     p.set_defaults(func=run)
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_call_arguments, add_model_argument, check_output, load_with_call, read_prompt_lines
+from . import common
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "tune", help="find the fastest TaoCache configuration (alone or on TeaCache) that meets a quality target"
     )
-    add_model_argument(p)
-    add_call_arguments(p)
+    common.add_model_argument(p)
+    common.add_call_arguments(p)
     p.add_argument("--target-psnr", type=float, default=None, help="least PSNR against the full run, dB")
     p.add_argument("--target-ssim", type=float, default=None, help="least SSIM against the full run (0-1)")
     p.add_argument(
@@ -30,10 +30,8 @@ def register(sub) -> None:
     p.add_argument("--margin", type=float, default=0.5, help="PSNR margin the search demands above the target, dB")
     p.add_argument("--no-stack", action="store_true", help="tune TaoCache alone (no TeaCache candidates)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--output", type=Path, default=Path("runs/taocache-tuned.json"), help="configuration file to write"
-    )
-    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    common.add_output_arguments(p, Path("runs/taocache-tuned.json"), "configuration file to write (default: "
+                         "runs/taocache-tuned.json under the current folder)")
     p.set_defaults(func=tune_command)
 
 
@@ -47,7 +45,7 @@ def _spread(items: list, count: int) -> list:
 def _prompts(args, kind: str) -> tuple[list[str], list[str]]:
     if args.search_prompts < 1 or args.check_prompts < 0:
         raise ValueError("--search-prompts must be at least 1 and --check-prompts at least 0")
-    lines = read_prompt_lines(args.prompts_file)
+    lines = common.read_prompt_lines(args.prompts_file)
     if lines is not None:
         needed = args.search_prompts + args.check_prompts
         if len(lines) < needed:
@@ -65,8 +63,8 @@ def tune_command(args) -> int:
 
     Targets(args.target_psnr, args.target_ssim, args.target_lpips)  # checks the targets before any work
     check_margin(args.margin, "--margin")
-    check_output(args.output, args.force)
-    check_output(calibration_path(args.output), args.force)  # the calibration written beside it
+    common.check_output(args.output, args.force)
+    common.check_output(calibration_path(args.output), args.force)  # the calibration written beside it
     lpips_model = None
     if args.target_lpips is not None:
         from ..metrics import load_lpips
@@ -74,7 +72,7 @@ def tune_command(args) -> int:
         lpips_model = load_lpips("alex")
     if args.prompts_file is not None:  # read now, so a short file fails before the model loads
         _prompts(args, "video")
-    pipe, recipe, call = load_with_call(args)
+    pipe, recipe, call = common.load_with_call(args)
     search, check = _prompts(args, recipe.kind)
     print(f"tuning {recipe.name} on {len(search)} search prompts, checking on {len(check)} held-out prompts")
     result = tune(

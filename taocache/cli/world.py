@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..world.scenes import SPLITS
-from .common import add_call_arguments, add_model_argument, check_output
+from .common import add_call_arguments, add_model_argument, add_output_arguments, check_output
 
 
 def register(sub) -> None:
@@ -23,14 +23,8 @@ def register(sub) -> None:
     )
     add_call_arguments(p, ["steps", "guidance"])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="JSON file (default: eval/results/model-<name>.json under the current folder; "
-        "model-<name>-<split>.json for another split)",
-    )
-    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    add_output_arguments(p, None, "JSON file (default: eval/results/model-<name>.json under the current folder; "
+                         "model-<name>-<split>.json for another split)")
     p.set_defaults(func=run)
 
 

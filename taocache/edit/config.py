@@ -36,6 +36,11 @@ class EditConfig:
         null_early_stop: loss below which the inner loop of step i stops, ``null_early_stop + i * 2e-5`` for
             50 steps (0 or more; published 1e-5).
         seed: seed of the timesteps and noise drawn by text optimisation (0 or more).
+
+    Example::
+
+        config = EditConfig(alpha=0.5, steps_source=3)       # or default_config("tiny-t2i"), the measured one
+        faster = config.with_values(inversion="negative-prompt")
     """
 
     num_steps: int = 50

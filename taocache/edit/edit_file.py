@@ -60,15 +60,13 @@ def edit_file(
     config: EditConfig,
     sweep_alpha: list[float] | None = None,
     sweep_steps_source: list[int] | None = None,
-    recipe=None,
-    cache_dir="default",
     overwrite: bool = False,
-    cache_config=None,
-    editor: NonRigidEditor | None = None,
+    **options,
 ) -> FileEditReport:
-    """Edit ``image_path`` and write the result to ``output`` and the grid beside it."""
+    """Edit ``image_path`` and write the result to ``output`` and the grid beside it (``options``: those of
+    :func:`run_request`)."""
     request = check_request(image_path, source, target, output, config, sweep_alpha, sweep_steps_source, overwrite)
-    return run_request(pipe, request, config, recipe, cache_dir, overwrite, cache_config, editor)
+    return run_request(pipe, request, config, overwrite=overwrite, **options)
 
 
 def run_request(

@@ -59,7 +59,23 @@ class Edit:
 
 
 class NonRigidEditor:
-    """Edits images with one pipeline, settings ``config`` and an artefact cache (``cache_dir=None``: none)."""
+    """Edits real images with a Stable Diffusion pipeline: text optimisation, inversion, then sampling with the
+    edited text injected after the first ``steps_source`` steps (docs/editing.md).
+
+    Args:
+        pipe: A ``StableDiffusionPipeline`` (a UNet and a text encoder).
+        config: The settings (default ``EditConfig()``, the published ones).
+        cache_dir: Folder of the artefact cache that keeps optimised embeddings and inversions ("default":
+            ``~/.cache/taocache/edit``; None: no cache).
+        progress: Show progress bars.
+
+    Example::
+
+        editor = NonRigidEditor(pipe, default_config("tiny-t2i"))
+        prepared = editor.prepare(image, "a small red circle on the left", "a small red circle on the right")
+        edit = editor.edit(prepared)                                  # edit.image: (H, W, 3) in [0, 1]
+        faster = editor.edit(prepared, cache_config=taocache.TaoCacheConfig())   # sampling with TaoCache
+    """
 
     def __init__(self, pipe, config: EditConfig | None = None, cache_dir="default", progress: bool = True):
         self.pipe = pipe
@@ -89,7 +105,17 @@ class NonRigidEditor:
     def prepare(
         self, image: np.ndarray, source: str, target: str, config: EditConfig | None = None
     ) -> PreparedImage:
-        """Encode, optimise the target text and invert ``image`` (an (H, W, 3) float array at the model's size)."""
+        """Encode, optimise the target text and invert ``image``: the expensive part, done once per image.
+
+        Args:
+            image: An (H, W, 3) float array in [0, 1] at the model's size (``inputs.fit_to_model`` makes one).
+            source: A prompt describing the image.
+            target: A prompt describing the wanted result.
+            config: Settings for this image (default: the editor's).
+
+        Returns:
+            A :class:`PreparedImage`, with what each stage cost and whether it came from the artefact cache.
+        """
         config = config or self.config
         source, target = check_prompt("source", source), check_prompt("target", target)
         image = np.asarray(image, dtype=np.float32)
@@ -203,7 +229,17 @@ class NonRigidEditor:
         steps_source: int | None = None,
         cache_config=None,
     ) -> Edit:
-        """Sample one edit; ``alpha`` / ``steps_source`` default to the prepared config's."""
+        """Sample one edit of a prepared image.
+
+        Args:
+            prepared: What :meth:`prepare` returned.
+            alpha: Weight of the target prompt in the injected text (default: the prepared config's).
+            steps_source: Steps sampled on the source prompt before the injection (default: the config's).
+            cache_config: A TaoCache config to sample with (None: no cache); inversion never runs cached.
+
+        Returns:
+            An :class:`Edit`: the image, its settings, the sampling time and the cache's statistics.
+        """
         config = prepared.config.with_values(alpha=alpha, steps_source=steps_source)
         sampler, _ = self.schedulers(config)
         edit_embedding = blend(prepared.target_embedding, prepared.optimised_embedding, config.alpha)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..results import check_writable_folder
+from ..results import check_writable_folder, refuse_overwrite
 from ..results.media import write_image
 
 #: Each tile of the grid is shown at least this many pixels wide (small models make 64-pixel images).
@@ -21,10 +21,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def check_writable(path: str | Path, overwrite: bool) -> Path:
     """``path`` as a Path; FileExistsError when it exists and ``overwrite`` is False."""
     path = Path(path)
-    if path.is_file() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --force (overwrite=True) to replace it")
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give a file name for the output image")
+    refuse_overwrite(path, overwrite)
     _image_format(path)
     check_writable_folder(path)
     return path

@@ -67,10 +67,11 @@ def write_json(path: str | os.PathLike, data) -> Path:
 
 
 def refuse_overwrite(path: str | os.PathLike, force: bool) -> Path:
-    """``path``; FileExistsError when it exists and ``force`` is not set."""
+    """``path``; FileExistsError when it exists and ``force`` is not set (``--force`` on the command line,
+    ``overwrite=True`` in code)."""
     path = Path(path)
     if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+        raise FileExistsError(f"{path} exists; pass --force (overwrite=True) to replace it")
     return path
 
 

@@ -52,6 +52,11 @@ class TaoCacheConfig:
             ``[uncond; cond]`` of its batch (Latte, CogVideoX, Stable Diffusion). None detects it from the
             pipeline (its ``do_classifier_free_guidance`` and the absence of a ``"cond"``/``"uncond"`` cache
             context); set it for a bare module called that way.
+
+    Example::
+
+        config = taocache.TaoCacheConfig(error_budget=0.4, max_consecutive=2)   # faster, further from full
+        taocache.enable(pipe, config)
     """
 
     # Defaults measured with the defaults-20/defaults-50 sweeps on the embedded video model (docs/algorithm.md, section 6).

@@ -173,6 +173,12 @@ class TeaCacheConfig:
             coefficients are never applied to another model.
         recorder: called after every denoiser call with a ``TeaCacheRecord`` (used to fit coefficients); not a
             setting, so never written to a configuration file.
+
+    Example::
+
+        taocache.enable(pipe, [taocache.TeaCacheConfig(rel_l1_thresh=0.1), taocache.TaoCacheConfig()])
+        config = TeaCacheConfig.from_file("tiny-t2v-teacache.json", rel_l1_thresh=0.2)   # fitted coefficients
+        config = TeaCacheConfig.from_preset("wan2.1-t2v-1.3b")                          # published ones
     """
 
     rel_l1_thresh: float = 0.1
