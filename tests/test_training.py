@@ -178,10 +178,17 @@ def test_video_script_builds_a_pipeline_called_with_wan_defaults(tmp_path, monke
     tiny = '{"text_dim": 16, "vae_base_dim": 8, "z_dim": 4, "heads": 2, "head_dim": 8, "layers": 1, "ffn_dim": 16}'
     train_t2v.main([
         "--out", str(out), "--checkpoints", str(tmp_path / "ckpt"), "--device", "cpu", "--arch", tiny,
-        "--vae-steps", "1", "--vae-batch", "1", "--dit-steps", "2", "--dit-batch", "2", "--dataset-size", "16",
+        "--vae-steps", "1", "--vae-batch", "1", "--decoder-steps", "1", "--dit-steps", "2", "--dit-batch", "2",
+        "--dataset-size", "16",
     ])
     assert seen and set(seen) <= set(split(video=True)["train"])
     pipe = DiffusionPipeline.from_pretrained(out)
+    first = torch.load(tmp_path / "ckpt" / "vae.pt", weights_only=False)["modules"]["vae"]
+    for name, value in pipe.vae.state_dict().items():  # the decoder stage left the encoder, so the latents, alone
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(value, first[name]), name
+    assert any(not torch.equal(value, first[name]) for name, value in pipe.vae.state_dict().items()
+               if name.startswith("decoder."))
     assert {m.dtype for m in (pipe.text_encoder, pipe.vae, pipe.transformer)} == {torch.float32}
     video = pipe("a small red circle moves left on a dark background", height=64, width=64, num_frames=9,
                  num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).frames

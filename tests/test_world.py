@@ -243,3 +243,54 @@ def test_render_at_other_sizes():
     assert video.shape == (17, 128, 128, 3) and video.dtype == np.float32
     assert 0.0 <= video.min() and video.max() <= 1.0
     assert read_video(video).direction == "right"
+
+
+# ------------------------------------------------------------------------------- identity beyond the caption
+
+
+def test_identity_is_kept_by_the_same_seed_elsewhere_and_lost_by_a_redraw():
+    import dataclasses
+
+    from taocache.world.identity import compare_identity
+
+    for scene in scenes_of("tune", video=False)[:6]:
+        moved = dataclasses.replace(scene, position="centre" if scene.position != "centre" else "left",
+                                    size="small" if scene.size == "large" else "large")
+        image = render(scene, seed=3)
+        soft_move = ndimage.gaussian_filter(render(moved, seed=3), (0.6, 0.6, 0))
+        assert compare_identity(image, soft_move).kept, scene.caption  # this subject, moved and resized
+        redraw = compare_identity(image, render(scene, seed=1003))  # the same caption, another subject
+        assert redraw is not None and not redraw.kept, scene.caption
+
+
+def test_identity_refuses_a_washed_out_or_missing_subject():
+    from taocache.world.identity import compare_identity
+
+    image = render(STILL, seed=2)
+    flat = image.copy()
+    mask = subject_mask(STILL, seed=2) > 0
+    flat[mask] = image[mask].mean(axis=0)  # the same shade, the stripes gone
+    comparison = compare_identity(image, flat)
+    assert comparison.stripe_contrast_ratio < 0.5 and not comparison.kept
+    blank = np.full_like(image, image[0, 0])
+    assert compare_identity(image, blank) is None
+
+
+def test_background_fidelity_ignores_the_subjects_and_sees_the_rest():
+    from taocache.world.identity import background_fidelity, subject_region
+
+    scene = Scene("circle", "yellow", "small", "light", position="left")
+    moved = Scene("circle", "yellow", "small", "light", position="right")
+    image, result = render(scene, seed=4), render(moved, seed=4)
+    exclude = subject_region(image) | subject_region(result)
+    same = background_fidelity(image, result, exclude)
+    assert same["psnr"] > 45 and same["ssim"] > 0.999  # the same background, the subject elsewhere
+    other = background_fidelity(image, render(moved, seed=5), exclude)
+    assert other["psnr"] < 35 and other["ssim"] < same["ssim"]  # another seed's grey and waves
+    assert background_fidelity(image, result, np.ones(image.shape[:2], bool)) == {"psnr": None, "ssim": None}
+
+
+def test_the_chance_that_a_redraw_keeps_identity_is_small():
+    from taocache.world.identity import redraw_pass_rate
+
+    assert redraw_pass_rate(scenes_of("tune", video=False)[:8], seeds=2) <= 0.1

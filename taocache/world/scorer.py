@@ -215,6 +215,12 @@ def agreement(scene: Scene, reading: Reading) -> dict[str, bool]:
 # ------------------------------------------------------------------------------------------------- identity
 
 
+_ANGLE_GRID, _PERIOD_GRID = np.meshgrid(
+    np.deg2rad(np.arange(0.0, 180.0, 3.0)), np.arange(STRIPE_PERIOD[0] * 0.7, STRIPE_PERIOD[1] * 1.3, 0.25)
+)
+_STRIPE_GRID = (_ANGLE_GRID.ravel(), _PERIOD_GRID.ravel())
+
+
 @dataclass
 class IdentityReading:
     """The subject's uncaptioned details read from pixels: mean shade (RGB) and its stripes."""
@@ -245,16 +251,19 @@ def read_identity(frame: np.ndarray, mask: np.ndarray | None = None) -> Identity
     mean = float(brightness.mean())
     residual = brightness / max(mean, 1e-6) - 1.0
     x, y = (xs - xs.mean()) / scale, (ys - ys.mean()) / scale
-    best = (-1.0, 0.0, 0.0, 0.0)
-    for angle in np.deg2rad(np.arange(0.0, 180.0, 3.0)):
-        u = x * np.cos(angle) + y * np.sin(angle)
-        for period in np.arange(STRIPE_PERIOD[0] * 0.7, STRIPE_PERIOD[1] * 1.3, 0.25):
-            basis = np.stack([np.sin(2 * np.pi * u / period), np.cos(2 * np.pi * u / period)], axis=1)
-            coef, *_ = np.linalg.lstsq(basis, residual, rcond=None)
-            power = float(np.sum((basis @ coef) ** 2))
-            if power > best[0]:
-                best = (power, float(angle), float(period), float(np.hypot(*coef)))
-    return IdentityReading(tuple(float(v) for v in pixels.mean(axis=0)), best[1], best[2], best[3])
+    # Every (angle, period) candidate at once: a least-squares fit of a sine and a cosine to the residual.
+    angles, periods = _STRIPE_GRID
+    u = np.cos(angles)[:, None] * x[None] + np.sin(angles)[:, None] * y[None]  # (K, N)
+    phase = 2 * np.pi * u / periods[:, None]
+    sin, cos = np.sin(phase), np.cos(phase)
+    ss, cc, sc = (sin * sin).sum(1), (cos * cos).sum(1), (sin * cos).sum(1)
+    sr, cr = sin @ residual, cos @ residual
+    det = np.maximum(ss * cc - sc * sc, 1e-9)
+    a_sin, a_cos = (cc * sr - sc * cr) / det, (ss * cr - sc * sr) / det
+    power = a_sin * sr + a_cos * cr  # the fitted sinusoid's energy
+    best = int(np.argmax(power))
+    return IdentityReading(tuple(float(v) for v in pixels.mean(axis=0)), float(angles[best]), float(periods[best]),
+                           float(np.hypot(a_sin[best], a_cos[best])))
 
 
 def angle_difference(a: float, b: float) -> float:
