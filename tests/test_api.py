@@ -96,7 +96,7 @@ def test_calibrate_writes_a_file_that_enable_finds(wan, isolated_calibrations):
                                      call_kwargs=WAN, progress=False)
     path = isolated_calibrations / calibration.file_name()
     assert path.is_file() and calibration.samples == 2 and calibration.steps == 10
-    assert set(calibration.denoisers["transformer"].branches) == {"cond", "uncond"}
+    assert set(calibration.denoisers["transformer"].branches) == {"cond", "uncond", "estimate:cond", "estimate:uncond"}
     with pytest.raises(FileExistsError, match="overwrite"):
         taocache.calibrate(wan, [CAPTION], call_kwargs=WAN, progress=False)
     taocache.enable(wan, TaoCacheConfig(error_budget=1.0))

@@ -79,7 +79,8 @@ def test_batched_guidance_is_calibrated_per_half_and_guidance_one_uses_cond(kind
     calibration = taocache.calibrate(pipe, [CAPTION], call_kwargs={**CALLS[kind], "num_inference_steps": STEPS},
                                      save=False, progress=False)
     entry = next(iter(calibration.denoisers.values()))
-    assert set(entry.branches) == {"cond", "uncond"}
+    estimates = {"estimate:cond", "estimate:uncond"} if kind == "sd" else set()  # Latte's outputs carry variances
+    assert set(entry.branches) == {"cond", "uncond"} | estimates
     assert calibration.samples == 1 and calibration.steps == STEPS
     config = TaoCacheConfig(calibration=calibration, error_budget=1.0)
     taocache.enable(pipe, config)
@@ -223,3 +224,29 @@ def test_compiled_transformer_in_a_pipeline(wan):
     finally:
         wan.transformer = original
         taocache.disable(wan)
+
+
+@pytest.mark.parametrize("kind", ["wan", "sd"])
+def test_estimate_space_predicts_from_the_estimate_and_disables_exactly(kind):
+    pipe = build(kind)
+    reference = run(pipe, kind)
+    taocache.enable(pipe, TaoCacheConfig(error_budget=1.0, start_fraction=0.2, max_consecutive=2, space="estimate"))
+    run(pipe, kind)  # records the calibration, with both spaces' statistics
+    cached = run(pipe, kind)
+    record = taocache.stats(pipe)
+    assert record.predicted > 0 and not record.notes
+    assert np.isfinite(cached).all() and psnr(cached[0], reference[0]) > 20
+    assert np.array_equal(run(pipe, kind), cached)
+    taocache.disable(pipe)
+    assert np.array_equal(run(pipe, kind), reference)
+
+
+def test_estimate_space_falls_back_to_outputs_with_a_note_where_outputs_carry_variances():
+    pipe = build("latte")  # Latte's output has twice the sample's channels (learned variances)
+    taocache.enable(pipe, TaoCacheConfig(error_budget=1.0, start_fraction=0.2, max_consecutive=2, space="estimate"))
+    run(pipe, "latte")
+    run(pipe, "latte")
+    record = taocache.stats(pipe)
+    assert record.predicted > 0
+    assert any("space='estimate'" in note for note in record.notes)
+    taocache.disable(pipe)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PREDICTORS = ("geometric", "linear", "reuse")
+SPACES = ("output", "estimate")
 MAX_CONSECUTIVE_LIMIT = 8
 
 
@@ -41,6 +42,12 @@ class TaoCacheConfig:
             output, so an output error on a long step costs more than the same error on a short one; with a
             shifted flow schedule the late steps are several times longer than the early ones. Uniform
             schedules (DDIM's) give every step weight 1. On by default (measured, docs/algorithm.md section 6).
+        space: What is extrapolated: ``"output"``, the denoiser's output itself, or ``"estimate"``, the clean
+            sample it implies (``x0 = x_t - sigma * v`` for flow models; epsilon and v-prediction likewise),
+            turned back into an output at the predicted step's noise level (:mod:`.space`). The estimate
+            converges in the late steps, the literal fixed point. It needs a scheduler that says its
+            parametrisation (flow, epsilon or v-prediction); elsewhere TaoCache predicts outputs and says so.
+            Calibrations hold the statistics of both spaces.
         calibration: A :class:`~taocache.cache.calibration.Calibration`, a path to its JSON file, or None to
             look one up in ``calibration_dir`` and the package's shipped calibrations (preferring one measured
             on at least 50 steps, resampled for shorter runs).
@@ -66,6 +73,7 @@ class TaoCacheConfig:
     max_consecutive: int = 1
     final_steps: int = 1
     weigh_by_step: bool = True
+    space: str = "output"
     calibration: Any = None
     calibration_dir: str | os.PathLike | None = None
     auto_calibrate: bool = True
@@ -92,6 +100,8 @@ class TaoCacheConfig:
             )
         if not _is_int(self.final_steps) or self.final_steps < 1:
             raise ValueError(f"final_steps={self.final_steps!r} must be an integer >= 1")
+        if self.space not in SPACES:
+            raise ValueError(f"space={self.space!r} is not supported; use one of {SPACES}")
         if not isinstance(self.weigh_by_step, bool):
             raise ValueError(f"weigh_by_step={self.weigh_by_step!r} must be True or False")  # noqa: TRY004
         if self.calibration is not None and not isinstance(self.calibration, (str, os.PathLike, Calibration)):

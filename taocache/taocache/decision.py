@@ -6,6 +6,11 @@ computed one, ``D = out_j - out_a`` over a gap ``g = j - a``; the step to predic
 ``m``). A prediction is ``out_j + k * D``; its predicted relative error for one sample is
 ``||D|| / ||out_j|| * rms(||out_i - out_j - k D|| / ||D||)`` from the calibrated statistics, times the
 length of step ``i`` relative to the run's mean step when ``weigh_by_step``. The worst sample decides.
+
+In the estimate space (``space.py``) the outputs kept are estimates ``x0 = s x_t + b out``; a predicted
+estimate's error becomes an output error divided by ``|b|`` at the predicted step, so the predicted error is
+taken back to the output's scale (``||x0|| / (|b_i| ||out||)`` of the last computed call): the budget means
+the same in both spaces.
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ StatsLookup = Callable[[str, int, int, int, float], "StepStats | None"]
 
 @dataclass
 class Computed:
-    """A computed output kept for extrapolation, with ``||out - earlier|| / ||out||`` per sample for each
-    earlier kept output (keyed by that output's step)."""
+    """A computed output kept for extrapolation (in the estimate space: its estimate), with
+    ``||out - earlier|| / ||out||`` per sample for each earlier kept output (keyed by that output's step),
+    and in the estimate space ``||estimate|| / ||output||`` per sample."""
 
     step: int
     timestep: float | None
     output: torch.Tensor
     relative_deltas: dict[int, list[float]]
+    per_output: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,11 @@ class Option:
     coefficients: list[tuple[slice, float]]
 
 
-def keep(history: list[Computed], step: int, timestep: float | None, output: torch.Tensor) -> list[Computed]:
+def keep(history: list[Computed], step: int, timestep: float | None, output: torch.Tensor,
+         raw: torch.Tensor | None = None) -> list[Computed]:
     """The history after computing ``output`` at ``step``: the last HISTORY outputs of its shape, the new one
-    with its relative deltas to the others (in float64: no overflow near the dtype's maximum)."""
+    with its relative deltas to the others (in float64: no overflow near the dtype's maximum). ``raw`` is
+    the denoiser's output when ``output`` is its estimate."""
     kept = output.detach().clone()
     history = [h for h in history if h.output.shape == kept.shape][-(HISTORY - 1):]
     norm = kept.flatten(1).double().norm(dim=1).clamp_min(1e-12)
@@ -56,7 +65,11 @@ def keep(history: list[Computed], step: int, timestep: float | None, output: tor
     for earlier in history:
         delta = (kept - earlier.output).flatten(1).double().norm(dim=1)
         relative[earlier.step] = (delta / norm).tolist()
-    return [*history, Computed(step, timestep, kept, relative)]
+    per_output = None
+    if raw is not None:
+        raw_norm = raw.detach().flatten(1).double().norm(dim=1).clamp_min(1e-12)
+        per_output = (norm / raw_norm).tolist()
+    return [*history, Computed(step, timestep, kept, relative, per_output)]
 
 
 def coefficient(predictor: str, stats: StepStats, first_order: float) -> float:
@@ -91,8 +104,10 @@ def option(
     earlier: Computed,
     lookup: StatsLookup,
     weight: float,
+    output_scale: float | None = None,
 ) -> Option | None:
-    """The prediction of ``step`` from ``D = last - earlier``, or None where a branch has no statistics."""
+    """The prediction of ``step`` from ``D = last - earlier``, or None where a branch has no statistics.
+    ``output_scale`` is ``|b|`` at ``step`` in the estimate space (None in the output space)."""
     gap, horizon = last.step - earlier.step, step - last.step
     first_order = first_order_coefficient(timestep, last.timestep, earlier.timestep, step, last.step, earlier.step)
     relative = last.relative_deltas.get(earlier.step)
@@ -106,7 +121,9 @@ def option(
         k = coefficient(predictor, stats, first_order)
         coefficients.append((rows, k))
         unit_error = stats.expected_error(k)
-        errors.extend(rel * unit_error for rel in relative[rows])
+        to_output = [1.0] * len(relative) if last.per_output is None or output_scale is None else [
+            p / output_scale for p in last.per_output]
+        errors.extend(rel * unit_error * f for rel, f in zip(relative[rows], to_output[rows]))
     if not errors:
         return None
     return Option(max(errors) * weight, earlier, coefficients)
@@ -120,13 +137,14 @@ def best_option(
     history: list[Computed],
     lookup: StatsLookup,
     weight: float,
+    output_scale: float | None = None,
 ) -> Option | None:
     """Reuse and linear continue the delta of the last two computed outputs; geometric tries every kept
     earlier output and keeps the one whose calibrated prediction has the smallest predicted error."""
     candidates = history[:-1] if predictor == "geometric" else history[-2:-1]
     best = None
     for earlier in candidates:
-        found = option(predictor, step, timestep, branches, history[-1], earlier, lookup, weight)
+        found = option(predictor, step, timestep, branches, history[-1], earlier, lookup, weight, output_scale)
         if found is not None and (best is None or found.error < best.error):
             best = found
     return best

@@ -14,6 +14,10 @@ One call of the denoiser at step ``i``:
      is finite; else compute. When the guidance passes are separate calls, the first to reach a step decides
      for all of them, on the worst of their errors (as the two halves of a batched call do): a predicted
      branch beside a computed one would pass its error on amplified by the guidance.
+
+With ``space="estimate"`` the outputs kept and extrapolated are the clean-sample estimates they imply
+(``space.py``); a prediction goes back to an output at its own step. Calibrations record both spaces, the
+estimate's statistics under the branch names prefixed ``"estimate:"``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from ..core import compat
 from ..core.fingerprint import fingerprint
 from ..core.outputs import sample_of, shaped_like, template_of
 from ..core.steps import CallSignature, index_in_schedule, same_timestep, scheduler_timesteps
-from . import decision
+from . import decision, space
 from .calibration import DEFAULT_HORIZON, CalibratedDenoiser, Calibration, calibration_steps_for
 from .config import TaoCacheConfig
 from .recorder import CalibrationRecorder
@@ -39,6 +43,7 @@ logger = logging.getLogger(__name__)
 TAOCACHE_HOOK = "taocache"
 NO_CONTEXT = "taocache_default"
 SEPARATE_BRANCHES = ("cond", "uncond")
+ESTIMATE = "estimate:"
 AUTOMATIC_SOURCE = "recorded from the first call (automatic)"
 
 
@@ -51,6 +56,7 @@ class TaoCacheState(compat.BaseState):
     def reset(self):
         self.history: list[decision.Computed] = []  # oldest first
         self.template = None  # how to shape a predicted output like the computed ones
+        self.output_dtype = None  # the computed outputs' dtype (the estimate space keeps float32)
         self.seen_x = None  # timestep of the latest call in this branch
         self.next_step = 0
         self.schedule: list[float] | None = None
@@ -65,9 +71,9 @@ class TaoCacheState(compat.BaseState):
 class _Call:
     """One denoiser call: its branch state, step, timestep and which batch rows belong to which branch."""
 
-    def __init__(self, state, context: str, step: int, timestep, branches, keep: bool = True):
+    def __init__(self, state, context: str, step: int, timestep, branches, keep: bool = True, sample=None):
         self.state, self.context, self.step, self.timestep = state, context, step, timestep
-        self.branches, self.keep = branches, keep
+        self.branches, self.keep, self.sample = branches, keep, sample
 
 
 class TaoCacheHook(compat.ModelHook):
@@ -152,7 +158,7 @@ class TaoCacheHook(compat.ModelHook):
             self._call_timesteps.setdefault(step, x)
         if self.recorder is None and not self.record and self.config.auto_calibrate and not self._calibrated():
             self.start_recording(CalibrationRecorder(max(DEFAULT_HORIZON, self.config.max_consecutive)), automatic=True)
-        call = _Call(state, context.name, step, x, branches)
+        call = _Call(state, context.name, step, x, branches, sample=self.signature.sample_of(args, kwargs))
         if state.last is not None and state.last.shape[0] != batch:
             self._note("the batch size changed within a call: its calls are computed")
             prediction = None
@@ -173,13 +179,41 @@ class TaoCacheHook(compat.ModelHook):
                     "TaoCache supports denoisers whose forward returns a tensor, a tuple starting with a tensor or "
                     f"an output with a .sample tensor; {self.denoiser_name} returned {type(output).__name__}"
                 )
-            state.history = decision.keep(state.history, call.step, call.timestep, sample)
-            state.template = template_of(output)
+            fits = space.fits(call.sample, sample)
+            line = self._line(call.step, call.timestep, fits) if self.config.space == "estimate" else None
+            if line is not None:
+                state.history = decision.keep(state.history, call.step, call.timestep,
+                                              line.estimate(sample.detach(), call.sample), raw=sample)
+            else:
+                state.history = decision.keep(state.history, call.step, call.timestep, sample)
+            state.template, state.output_dtype = template_of(output), sample.dtype
             state.consecutive, state.accumulated_error = 0, 0.0
             if self.recorder is not None:
-                self.recorder.observe(call.context, call.step, call.timestep, state.history[-1].output, call.branches)
+                self._observe(call, sample.detach().clone(), line, fits)
         self._count(call, COMPUTED)
         return output
+
+    def _observe(self, call: _Call, sample: torch.Tensor, line: space.Line | None, fits: bool) -> None:
+        """Feed the recorder the output's statistics and, where the scheduler gives a line, the estimate's."""
+        self.recorder.observe(call.context, call.step, call.timestep, sample, call.branches)
+        if fits and line is None and self.config.space != "estimate":
+            line = space.line_at(getattr(self._pipe(), "scheduler", None), call.step, call.timestep)
+        if line is not None:
+            branches = [(ESTIMATE + name, rows) for name, rows in call.branches]
+            self.recorder.observe(ESTIMATE + call.context, call.step, call.timestep,
+                                  line.estimate(sample, call.sample), branches)
+
+    def _line(self, step: int, timestep, fits: bool = True) -> space.Line | None:
+        """The estimate line at ``step`` (None without a scheduler that says its parametrisation, or an output
+        of the sample's shape; with ``space="estimate"`` TaoCache then predicts outputs, and says so)."""
+        pipe = self._pipe()
+        line = None
+        if fits and self.signature.sample is not None:
+            line = space.line_at(getattr(pipe, "scheduler", None), step, timestep)
+        if line is None and self.config.space == "estimate":
+            self._note("space='estimate' needs a scheduler with a flow, epsilon or v-prediction parametrisation "
+                       "and an output of the sample's shape: predicting outputs instead")
+        return line
 
     # ---------------------------------------------------------------------------------- the decision
 
@@ -206,6 +240,11 @@ class TaoCacheHook(compat.ModelHook):
             return None
         last = state.history[-1]
         predicted = decision.extrapolate(last.output, last.output - found.earlier.output, found.coefficients)
+        if last.per_output is not None:  # an estimate: back to an output at this step
+            line = self._line(step, call.timestep)
+            if line is None or not line.invertible or call.sample is None:
+                return None
+            predicted = line.output(predicted, call.sample, state.output_dtype or predicted.dtype)
         if not bool(torch.isfinite(predicted).all()):
             self._note(f"step {step}: non-finite prediction replaced by a computed call")
             return None
@@ -230,7 +269,14 @@ class TaoCacheHook(compat.ModelHook):
         return True
 
     def _best_option(self, call: _Call, calibrated: CalibratedDenoiser, num_steps: int) -> decision.Option | None:
+        estimate = bool(call.state.history) and call.state.history[-1].per_output is not None
+        line = self._line(call.step, call.timestep) if estimate else None
+        if estimate and (line is None or not line.invertible):
+            return None
+        prefix = ESTIMATE if estimate else ""
+
         def lookup(branch, step, gap, horizon, first_order):
+            branch = prefix + branch
             stats = calibrated.stats(branch, step, gap, horizon, num_steps, first_order)
             if stats is None and not calibrated.has_branch(branch):
                 self._missing_branch(calibrated, branch)
@@ -238,7 +284,8 @@ class TaoCacheHook(compat.ModelHook):
 
         weight = decision.step_weight(call.state.schedule, call.step, self.config.weigh_by_step)
         return decision.best_option(self.config.predictor, call.step, call.timestep, call.branches,
-                                    call.state.history, lookup, weight)
+                                    call.state.history, lookup, weight,
+                                    abs(line.output_scale) if line is not None else None)
 
     def _missing_branch(self, calibrated: CalibratedDenoiser, branch: str) -> None:
         if calibrated.calibration.source == AUTOMATIC_SOURCE:
