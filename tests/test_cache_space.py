@@ -48,9 +48,7 @@ def test_batched_guidance_repeats_the_sample_and_other_shapes_do_not_fit():
 
 
 def test_schedulers_that_do_not_say_their_parametrisation_have_no_line():
-    class Unknown:
-        config = {"prediction_type": "sample"}
-
-    assert space.line_at(Unknown(), 0, 500.0) is None
+    sample_prediction = DDIMScheduler(prediction_type="sample")
+    assert space.line_at(sample_prediction, 0, 500.0) is None
     assert space.line_at(None, 0, 500.0) is None
     assert space.line_at(DDIMScheduler(), 0, None) is None

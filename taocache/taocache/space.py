@@ -86,7 +86,7 @@ def line_at(scheduler, step: int, timestep: float | None) -> Line | None:
         sigma = _flow_sigma(scheduler, step, timestep)
         return Line(1.0, -sigma)
     alphas = scheduler.alphas_cumprod
-    index = int(round(timestep))
+    index = round(timestep)
     if not 0 <= index < len(alphas):
         return None
     a = float(alphas[index])
@@ -99,8 +99,9 @@ def _flow_sigma(scheduler, step: int, timestep: float) -> float:
     """The scheduler's own noise level for ``step`` when its table lines up with the timestep, else the
     timestep over the training timesteps (how flow pipelines make the timestep)."""
     sigmas, timesteps = getattr(scheduler, "sigmas", None), getattr(scheduler, "timesteps", None)
-    if sigmas is not None and timesteps is not None and step < min(len(sigmas), len(timesteps)):
-        if abs(float(timesteps[step]) - timestep) <= 1e-3 * max(1.0, abs(timestep)):
-            return float(sigmas[step])
+    lined_up = (sigmas is not None and timesteps is not None and step < min(len(sigmas), len(timesteps))
+                and abs(float(timesteps[step]) - timestep) <= 1e-3 * max(1.0, abs(timestep)))
+    if lined_up:
+        return float(sigmas[step])
     total = float(getattr(scheduler, "config", {}).get("num_train_timesteps", 1000) or 1000)
     return timestep / total
