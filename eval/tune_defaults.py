@@ -9,7 +9,9 @@ test captions, on which the benchmarks report, play no part in choosing the defa
 Cost is counted in denoiser calls (computed / total); the equal-cost shorter run is the same pipeline with
 fewer steps, and its PSNR at a configuration's cost is interpolated between the step counts measured.
 Every finished configuration is written to the results file at once (atomically); a rerun resumes.
-Selection rule printed at the end: (1) the predictor with the best mean PSNR in the equal-cost comparison
+Each predictor is measured in the output space and, with ``--spaces output,estimate``, in the denoised-estimate
+space (``TaoCacheConfig.space``); a variant is a predictor in a space ("geometric@estimate").
+Selection rule printed at the end: (1) the variant with the best mean PSNR in the equal-cost comparison
 (every other step predicted from each start fraction); (2) for it, among configurations with a finite error
 budget that save at least ``--min-saving`` of the calls (default 30%, an ideal speed-up of 1.43x), the best
 mean PSNR. Each line also gives the equal-cost shorter run. docs/algorithm.md quotes the figures.
@@ -21,7 +23,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import taocache
 from taocache.metrics import psnr, ssim
+from taocache.results import write_json
 from taocache.world import scenes_of
 
 logger = logging.getLogger("tune_defaults")
@@ -50,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-prompts", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--predictors", default="geometric,linear,reuse")
+    p.add_argument("--spaces", default="output,estimate", help="prediction spaces: output, estimate or both")
     p.add_argument("--starts", default="0.1,0.2,0.3,0.5")
     p.add_argument("--budgets", default="0.03,0.1,0.3")
     p.add_argument("--max-consecutive", default="1,2")
@@ -78,9 +81,13 @@ def load(args):
 
 def write(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    write_json(path, results)
+
+
+def variant(row: dict) -> str:
+    """A predictor in a space: "geometric" (output space) or "geometric@estimate"."""
+    space = row.get("space", "output")
+    return row["predictor"] if space == "output" else f"{row['predictor']}@{space}"
 
 
 def generate(pipe, call, prompts, seed, **overrides):
@@ -149,11 +156,13 @@ def main(argv=None) -> int:
         logger.info("shorter run %d steps: %s", n, results["shorter"][str(n)])
 
     grid = []
-    for predictor, start in itertools.product(args.predictors.split(","), [float(s) for s in args.starts.split(",")]):
-        grid.append({"predictor": predictor, "start_fraction": start, "error_budget": UNLIMITED, "max_consecutive": 1})
+    for space, predictor, start in itertools.product(args.spaces.split(","), args.predictors.split(","),
+                                                     [float(s) for s in args.starts.split(",")]):
+        base = {"predictor": predictor, "start_fraction": start, "space": space}
+        grid.append({**base, "error_budget": UNLIMITED, "max_consecutive": 1})
         for budget, mc in itertools.product([float(b) for b in args.budgets.split(",")],
                                             [int(m) for m in args.max_consecutive.split(",")]):
-            grid.append({"predictor": predictor, "start_fraction": start, "error_budget": budget, "max_consecutive": mc})
+            grid.append({**base, "error_budget": budget, "max_consecutive": mc})
     for n, fields in enumerate(grid):
         key = json.dumps(fields, sort_keys=True)
         if key in results["configs"]:
@@ -215,33 +224,33 @@ def summarise(results: dict, min_saving: float) -> None:
         line = [f"start {start:.2f}"]
         for r in rows:
             if r["start_fraction"] == start and r["error_budget"] == UNLIMITED:
-                line.append(f"{r['predictor']} {r['psnr']:.1f} dB ({r['ideal_speedup']:.2f}x)")
+                line.append(f"{variant(r)} {r['psnr']:.1f} dB ({r['ideal_speedup']:.2f}x)")
         print("  " + ", ".join(line))
-    print("\nselection, step 1: the predictor with the best mean PSNR over the start fractions above")
+    print("\nselection, step 1: the variant with the best mean PSNR over the start fractions above")
     pattern = {}
     for r in rows:
         if r["error_budget"] == UNLIMITED:
-            pattern.setdefault(r["predictor"], []).append(r["psnr"])
+            pattern.setdefault(variant(r), []).append(r["psnr"])
     means = {p: float(np.mean(v)) for p, v in pattern.items()}
     for p, v in sorted(means.items(), key=lambda kv: -kv[1]):
-        print(f"  {p:9s} {v:.2f} dB")
+        print(f"  {p:18s} {v:.2f} dB")
     chosen = max(means, key=means.get)
     eligible = [r for r in rows if 1 - r["cost"] >= min_saving - 1e-9 and r["error_budget"] < UNLIMITED]
-    print(f"\nstep 2: best PSNR per predictor among budgeted configurations saving >= {min_saving:.0%} of calls:")
+    print(f"\nstep 2: best PSNR per variant among budgeted configurations saving >= {min_saving:.0%} of calls:")
     best_of = {}
-    for predictor in sorted({r["predictor"] for r in rows}):
-        mine = [r for r in eligible if r["predictor"] == predictor]
+    for predictor in sorted({variant(r) for r in rows}):
+        mine = [r for r in eligible if variant(r) == predictor]
         if mine:
             best = best_of[predictor] = max(mine, key=lambda r: r["psnr"])
             shorter = best["shorter_psnr_same_cost"]
-            print(f"  {predictor:9s} {best['psnr']:.2f} dB (worst prompt {best['psnr_min']:.2f}) SSIM "
+            print(f"  {predictor:18s} {best['psnr']:.2f} dB (worst prompt {best['psnr_min']:.2f}) SSIM "
                   f"{best['ssim']:.4f} at {best['ideal_speedup']:.2f}x (start {best['start_fraction']}, budget "
                   f"{best['error_budget']}, max {best['max_consecutive']}); shorter run at that cost "
                   + (f"{shorter:.2f} dB" if shorter is not None else "not measured"))
     if chosen in best_of:
         best = best_of[chosen]
-        keys = ("predictor", "start_fraction", "error_budget", "max_consecutive")
-        print(f"\nselected: {json.dumps({k: best[k] for k in keys})}")
+        keys = ("predictor", "space", "start_fraction", "error_budget", "max_consecutive")
+        print(f"\nselected: {json.dumps({k: best.get(k, 'output') for k in keys})}")
 
 
 if __name__ == "__main__":

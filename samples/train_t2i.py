@@ -140,13 +140,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "samples/models/tiny-t2i")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2i")
-    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--vae-steps", type=int, default=5000)
     parser.add_argument("--vae-batch", type=int, default=8)
-    parser.add_argument("--unet-steps", type=int, default=3000)
+    parser.add_argument("--unet-steps", type=int, default=8000)
     parser.add_argument("--unet-batch", type=int, default=64)
     parser.add_argument("--dataset-size", type=int, default=8192)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--bf16", action="store_true", help="denoiser steps under bfloat16 autocast (faster on CPUs with "
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="denoiser steps under bfloat16 autocast (faster on CPUs with "
                         "AVX-512 BF16 and on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -168,18 +168,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "samples/models/tiny-t2v")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "samples/checkpoints/t2v")
-    parser.add_argument("--vae-steps", type=int, default=2000)
+    parser.add_argument("--vae-steps", type=int, default=5000)
     parser.add_argument("--vae-batch", type=int, default=6)
     parser.add_argument("--vae-frames", type=int, default=5)
-    parser.add_argument("--decoder-steps", type=int, default=0,
+    parser.add_argument("--decoder-steps", type=int, default=1200,
                         help="then fine-tune the decoder alone for this many steps (the latents stay the same)")
     parser.add_argument("--decoder-batch", type=int, default=3)
     parser.add_argument("--decoder-frames", type=int, default=FRAMES)
-    parser.add_argument("--dit-steps", type=int, default=3000)
-    parser.add_argument("--dit-batch", type=int, default=64)
-    parser.add_argument("--dataset-size", type=int, default=4096)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--bf16", action="store_true", help="denoiser steps under bfloat16 autocast (faster on CPUs with "
+    parser.add_argument("--dit-steps", type=int, default=4000)
+    parser.add_argument("--dit-batch", type=int, default=16)
+    parser.add_argument("--dataset-size", type=int, default=8192)
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="denoiser steps under bfloat16 autocast (faster on CPUs with "
                         "AVX-512 BF16 and on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

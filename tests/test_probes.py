@@ -45,6 +45,7 @@ def test_tune_defaults_never_replaces_results_of_other_settings_unasked(tmp_path
     small = ["--random", "--predictors", "reuse", "--starts", "0.5", "--budgets", "0.1", "--max-consecutive", "1",
              "--eval-prompts", "1", "--calibration-prompts", "1", "--shorter", "3", "--output", str(out)]
     assert tune_defaults.main([*small, "--steps", "6"]) == 0
+    assert "reuse@estimate" in capsys.readouterr().out  # both spaces measured by default
     before = out.read_text()
     with pytest.raises(SystemExit, match="other settings"):
         tune_defaults.main([*small, "--steps", "5"])
