@@ -66,7 +66,7 @@ class TaoCacheConfig:
         taocache.enable(pipe, config)
     """
 
-    # Defaults measured with the defaults-20/defaults-50 sweeps on the embedded video model (docs/algorithm.md, section 6).
+    # Defaults chosen with eval/tune_defaults.py on tune captions of the embedded video model (docs/algorithm.md, section 6).
     predictor: str = "geometric"
     start_fraction: float = 0.2
     error_budget: float = 0.2
