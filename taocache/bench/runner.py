@@ -411,6 +411,9 @@ class Benchmark:
         call = {**self.plan.call, **method.call_overrides(self.plan.call)}
         record = self._base_record(index, prompt, seed, method, call)
         try:
+            refusal = method.refuse(ref_record["calls"]["calls_per_step"])
+            if refusal:
+                raise Unsupported(refusal)
             calibration = self._prepare(method)
             method.enable(self.pipe, call)
             try:
