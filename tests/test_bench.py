@@ -90,8 +90,10 @@ def test_every_run_is_recorded_with_its_measurements(bench_run):
     assert full["calls"]["flops"] == 12 * full["calls"]["full_call_flops"] > 0
     assert steps["speedup"]["loop"] > 0 and 0 < steps["metrics"]["ssim"] < 1
     assert steps["metrics"]["lpips"] is None and "no backbone" in steps["metrics"]["lpips_unavailable"]
+    assert 0 < steps["metrics"]["cvvdp"] < 10 and steps["metrics"]["cvvdp_s"] > 0  # JOD, 10 = identical
     session = next(r for r in read_records(results) if r["type"] == "session")
     assert session["environment"]["versions"]["diffusers"] and session["call"] == CALL
+    assert session["cvvdp"]["available"] and "standard_fhd" in session["cvvdp"]["conditions"]
 
 
 def test_probe_sees_exactly_the_static_schedule(bench_run):
