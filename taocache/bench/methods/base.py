@@ -51,6 +51,8 @@ class Method:
     changes_call_only: ClassVar[bool] = False
     #: the line a setting belongs to in charts and matched tables (a sweep entry may name its own)
     series: str = ""
+    #: how the setting was chosen (a sweep entry's ``chosen``; the report states it)
+    chosen: str = ""
 
     def __init__(self, **settings):
         unknown = sorted(set(settings) - set(self.defaults))
