@@ -8,7 +8,7 @@
 
 The entry points (each documented with its arguments, result and an example): :func:`enable`,
 :func:`disable`, :func:`stats`, :func:`calibrate` (``taocache.api``), :func:`tune` (``taocache.tuning``),
-:class:`TaoCacheConfig`, :class:`TeaCacheConfig`, :func:`load_configs` / :func:`save_configs`
+:class:`TaoCacheConfig`, :class:`TeaCacheConfig`, :class:`EasyCacheConfig`, :func:`load_configs` / :func:`save_configs`
 (``taocache.configs``); editing is ``taocache.edit``. They are imported on first use, so
 ``import taocache.world`` stays light.
 """
@@ -24,6 +24,7 @@ _API = {
     "Calibration": "taocache.taocache.calibration",
     "CacheStats": "taocache.taocache.stats",
     "TeaCacheConfig": "taocache.teacache.config",
+    "EasyCacheConfig": "taocache.easycache.config",
     "tune": "taocache.tuning",
     "load_configs": "taocache.configs",
     "save_configs": "taocache.configs",

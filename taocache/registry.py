@@ -1,8 +1,8 @@
 """The cache backends taocache knows, in one explicit list: what ``taocache.enable`` can apply, ``disable``
 takes off, ``stats`` reports, configuration files store, and the benchmark runs as methods.
 
-A backend is its config type and five functions. Adding a cache (an EasyCache hook, say) is one entry in
-:func:`backends`; nothing registers itself on import.
+A backend is its config type and five functions. Adding a cache is one entry in :func:`backends`; nothing
+registers itself on import.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class CacheBackend:
 
 
 _DIFFUSERS_NAMES = {
-    "PyramidAttentionBroadcastConfig": "pab",
+    "PyramidAttentionBroadcastConfig": "pab-shared",  # one state for both guidance branches; "pab" has one each
     "FirstBlockCacheConfig": "fbcache",
     "FasterCacheConfig": "fastercache",
     "MagCacheConfig": "magcache",
@@ -52,8 +52,11 @@ _DIFFUSERS_NAMES = {
 
 
 def backends() -> tuple[CacheBackend, ...]:
-    """Every backend: TaoCache, TeaCache, and diffusers' caches as far as the installed diffusers has them."""
-    from . import diffusers_caches
+    """Every backend: TaoCache, TeaCache, EasyCache, Pyramid Attention Broadcast per guidance branch, and
+    diffusers' caches as far as the installed diffusers has them."""
+    from . import diffusers_caches, pab
+    from .easycache import backend as easy
+    from .easycache.config import EasyCacheConfig
     from .taocache import backend as tao
     from .taocache.config import TaoCacheConfig
     from .teacache import backend as tea
@@ -62,6 +65,9 @@ def backends() -> tuple[CacheBackend, ...]:
     return (
         CacheBackend("taocache", TaoCacheConfig, tao.apply, tao.remove, tao.stats, tao.to_json, tao.from_json),
         CacheBackend("teacache", TeaCacheConfig, tea.apply, tea.remove, tea.stats, tea.to_json, tea.from_json),
+        CacheBackend("easycache", EasyCacheConfig, easy.apply, easy.remove, easy.stats, easy.to_json,
+                     easy.from_json),
+        CacheBackend("pab", pab.PABPerBranchConfig, pab.apply, pab.remove, pab.stats),
         *(
             CacheBackend(_DIFFUSERS_NAMES[t.__name__], t, diffusers_caches.apply, diffusers_caches.remove,
                          diffusers_caches.stats_for(t))

@@ -59,6 +59,7 @@ def bench_run(pipe, tmp_path_factory):
         make_method("magcache", {"threshold": 0.5}),
         make_method("taylorseer", {"interval": 2, "start": 2}),
         make_method("fastercache"),
+        make_method("easycache", {"threshold": 0.5, "warmup_steps": 2}),
         make_method("taocache", {"error_budget": 0.5}),
         make_method("teacache", TEACACHE),
         make_method("taocache+teacache", {"teacache": TEACACHE, "taocache": {"error_budget": 0.5}}),
@@ -89,8 +90,10 @@ def test_every_run_is_recorded_with_its_measurements(bench_run):
     assert full["calls"]["flops"] == 12 * full["calls"]["full_call_flops"] > 0
     assert steps["speedup"]["loop"] > 0 and 0 < steps["metrics"]["ssim"] < 1
     assert steps["metrics"]["lpips"] is None and "no backbone" in steps["metrics"]["lpips_unavailable"]
+    assert 0 < steps["metrics"]["cvvdp"] < 10 and steps["metrics"]["cvvdp_s"] > 0  # JOD, 10 = identical
     session = next(r for r in read_records(results) if r["type"] == "session")
     assert session["environment"]["versions"]["diffusers"] and session["call"] == CALL
+    assert session["cvvdp"]["available"] and "standard_fhd" in session["cvvdp"]["conditions"]
 
 
 def test_probe_sees_exactly_the_static_schedule(bench_run):
@@ -123,7 +126,17 @@ def test_a_method_that_does_nothing_is_flagged(bench_run):
 
 def test_an_unsupported_peer_is_recorded_not_fatal(bench_run):
     record = _runs(bench_run[0])["fastercache"]
-    assert record["status"] == "unsupported" and "IndexError" in record["error"]
+    # refused before it runs: Wan makes the guidance branches as separate calls, which FasterCache cannot take
+    assert record["status"] == "unsupported" and "separate calls" in record["error"]
+    assert "Unsupported" in record["traceback"] and "faster_cache.py" not in record["traceback"]
+
+
+def test_easycache_runs_as_a_peer(bench_run):
+    record = _runs(bench_run[0])["easycache threshold=0.5 warmup_steps=2"]
+    assert record["status"] == "ok", record.get("error")
+    last = record["method_stats"]["transformer"]["last_call"]
+    assert last["cond"]["pattern"] == last["uncond"]["pattern"] and "S" in last["cond"]["pattern"]
+    assert record["calls"]["computed_calls"] == sum(b["computed"] for b in last.values()) < 12
 
 
 def test_taocache_runs_through_its_adapter(bench_run):

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..core import compat
 from ..core.denoisers import denoisers_of
 from ..core.frames import frames_of
-from ..metrics import LPIPS, load_lpips, quality_row
+from ..metrics import LPIPS, VideoVDP, load_cvvdp, load_lpips, quality_row
 from ..results.environment import describe_environment
 from ..results.media import difference_image, side_by_side, write_video
 from .methods import BenchContext, Method, Unsupported, make_method
@@ -65,6 +65,8 @@ class BenchPlan:
     calibration_prompts: list[str] = field(default_factory=list)
     calibration_seed: int = 1000
     lpips_net: str = "alex"
+    fps: float = 16.0  # the clips' frame rate, at which ColorVideoVDP watches them
+    cvvdp: bool = True  # score ColorVideoVDP (about 0.1 s of CPU per 9x64x64 clip)
     sweep: str = ""
     description: str = ""
     extra: dict = field(default_factory=dict)
@@ -153,6 +155,10 @@ class Benchmark:
         self.media_dir = self.results.parent / "media"
         self.device = str(device)
         self.lpips = lpips if lpips is not None else load_lpips(plan.lpips_net)
+        self.cvvdp = (
+            load_cvvdp(plan.fps) if plan.cvvdp
+            else VideoVDP(plan.fps, reason="ColorVideoVDP not computed (switched off for this benchmark)")
+        )
         self.process_index = process_index
         self.process_count = process_count
         self.output = self.results if process_count == 1 else shard_path(self.results, process_index)
@@ -270,9 +276,10 @@ class Benchmark:
 
     def _quality(self, frames: np.ndarray, reference: np.ndarray) -> dict:
         return {
-            **quality_row(frames, reference, self.lpips),
+            **quality_row(frames, reference, self.lpips, self.cvvdp),
             "lpips_net": self.lpips.net,
             "lpips_unavailable": None if self.lpips.available else self.lpips.reason,
+            "cvvdp_s": round(self.cvvdp.seconds, 4) if self.cvvdp.available else None,
         }
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -338,11 +345,14 @@ class Benchmark:
             "sweep": plan.sweep,
             "description": plan.description,
             "methods": [
-                {"name": m.name, "series": m.series, "label": m.label, "description": m.description}
+                {"name": m.name, "series": m.series, "label": m.label, "description": m.description,
+                 "settings": m.settings, "chosen": m.chosen}
                 for m in plan.methods
             ],
             "calibration": {"prompts": plan.calibration_prompts, "seed": plan.calibration_seed},
             "lpips": {"net": self.lpips.net, "available": self.lpips.available, "reason": self.lpips.reason},
+            "cvvdp": {"available": self.cvvdp.available, "reason": self.cvvdp.reason, "fps": plan.fps,
+                      "conditions": self.cvvdp.describe()},
             "environment": describe_environment(self.device),
             "timing_note": (
                 "denoising loop = first denoiser call to the end of the last step; medians of the timed "
@@ -411,6 +421,9 @@ class Benchmark:
         call = {**self.plan.call, **method.call_overrides(self.plan.call)}
         record = self._base_record(index, prompt, seed, method, call)
         try:
+            refusal = method.refuse(ref_record["calls"]["calls_per_step"])
+            if refusal:
+                raise Unsupported(refusal)
             calibration = self._prepare(method)
             method.enable(self.pipe, call)
             try:

@@ -16,6 +16,7 @@ frontier::
     [[method]]
     name = "taocache"
     series = "taocache-linear"  # its own line in charts and tables (default: the method name)
+    chosen = "how these settings were chosen"   # optional; the report states it
     settings = [{ predictor = "linear", error_budget = 0.2 }]
     [[method]]
     name = "magcache"
@@ -111,9 +112,9 @@ def load_sweep(path: str | Path | None = None) -> Sweep:
         where = f"sweep {file}, method #{number}"
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be a [[method]] table")  # noqa: TRY004
-        unknown = sorted(set(entry) - {"name", "series", "settings", "grid"})
+        unknown = sorted(set(entry) - {"name", "series", "settings", "grid", "chosen"})
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known: name, series, settings, grid")
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known: name, series, settings, grid, chosen")
         if not isinstance(entry.get("name"), str):
             raise ValueError(f"{where} has no name (a string such as \"taocache\")")  # noqa: TRY004
         if entry["name"] == "full":
@@ -125,6 +126,7 @@ def load_sweep(path: str | Path | None = None) -> Sweep:
                 methods.append(make_method(entry["name"], settings, entry.get("series")))
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from err
+            methods[-1].chosen = str(entry.get("chosen", ""))
     if not methods:
         raise ValueError(f"sweep {file} defines no [[method]] entries")
     return Sweep(

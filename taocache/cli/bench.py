@@ -49,6 +49,10 @@ def register(subparsers) -> None:
         help="prompts of the calibration runs (default: 4 training captions of the sample world)",
     )
     bench.add_argument("--lpips-net", default="alex", choices=("alex", "vgg", "squeeze"))
+    bench.add_argument("--fps", type=float, default=16.0,
+                       help="frame rate the clips are watched at by ColorVideoVDP (default 16)")
+    bench.add_argument("--no-cvvdp", action="store_true",
+                       help="leave out ColorVideoVDP (about 0.1 s of CPU per 9x64x64 clip)")
     bench.add_argument("--out", type=Path, help="output folder (default: eval/runs/MODEL-SWEEP under the current folder)")
     bench.add_argument(
         "--device", help="cpu, cuda, cuda:1 ... (default: the process's accelerator, else cpu)"
@@ -173,6 +177,8 @@ def run_bench(args: argparse.Namespace) -> int:
         media_pairs=args.media_pairs,
         calibration_prompts=args.calibration_prompts or world_calibration_prompts(recipe.kind),
         lpips_net=args.lpips_net,
+        fps=args.fps,
+        cvvdp=not args.no_cvvdp,
         sweep=sweep.name,
         description=sweep.description,
     )

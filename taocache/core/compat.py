@@ -18,14 +18,22 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
+from diffusers.hooks.pyramid_attention_broadcast import (
+    _PYRAMID_ATTENTION_BROADCAST_HOOK,
+    PyramidAttentionBroadcastHook,
+    PyramidAttentionBroadcastState,
+)
 from diffusers.utils.torch_utils import unwrap_module
 
 __all__ = [
+    "PAB_HOOK",
     "TRANSFORMER_BLOCK_LISTS",
     "BaseState",
     "CacheContext",
     "HookRegistry",
     "ModelHook",
+    "PyramidAttentionBroadcastHook",
+    "PyramidAttentionBroadcastState",
     "StateManager",
     "all_hook_names",
     "beneath_offload_hook",
@@ -48,6 +56,8 @@ __all__ = [
 
 #: Attribute names under which diffusers transformers keep their repeated blocks.
 TRANSFORMER_BLOCK_LISTS: tuple[str, ...] = tuple(_ALL_TRANSFORMER_BLOCK_IDENTIFIERS)
+#: The name under which diffusers registers its Pyramid Attention Broadcast hook on an attention layer.
+PAB_HOOK: str = _PYRAMID_ATTENTION_BROADCAST_HOOK
 
 
 # ------------------------------------------------------------------------------------------- registries

@@ -1,4 +1,5 @@
-"""Fidelity of a result against a reference: PSNR and SSIM (scikit-image) and LPIPS (the ``lpips`` package).
+"""Fidelity of a result against a reference: PSNR and SSIM (scikit-image), LPIPS (the ``lpips`` package) and
+ColorVideoVDP (``cvvdp``, in :mod:`.perceptual`).
 
 Convention, as in the published harnesses: pixels are RGB floats in [0, 1]; a video is scored frame by
 frame and the per-frame values are averaged. PSNR of two identical frames is infinite and reported so.
@@ -46,11 +47,13 @@ def ssim(result, reference) -> float:
     return float(np.mean([structural_similarity(y, x, channel_axis=-1, data_range=1.0) for x, y in zip(a, b)]))
 
 
-def quality_row(result, reference, lpips: LPIPS | None = None) -> dict:
-    """PSNR, SSIM and LPIPS of ``result`` against ``reference``: the row every evaluation records (LPIPS is
-    None when no scorer is given or its weights are absent)."""
+def quality_row(result, reference, lpips: LPIPS | None = None, cvvdp=None) -> dict:
+    """PSNR, SSIM, LPIPS and ColorVideoVDP (JOD) of ``result`` against ``reference``: the row every evaluation
+    records. LPIPS and CVVDP are None when no scorer is given or it is unavailable; ``cvvdp`` is a
+    :class:`~.perceptual.VideoVDP` (it knows the clip's frame rate)."""
     score = lpips(result, reference) if lpips is not None and getattr(lpips, "available", True) else None
-    return {"psnr": psnr(result, reference), "ssim": ssim(result, reference), "lpips": score}
+    jod = cvvdp(result, reference) if cvvdp is not None and cvvdp.available else None
+    return {"psnr": psnr(result, reference), "ssim": ssim(result, reference), "lpips": score, "cvvdp": jod}
 
 
 # ------------------------------------------------------------------------------------------------ LPIPS

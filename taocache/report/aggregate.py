@@ -25,7 +25,7 @@ from ..bench.records import number
 PSNR_CAP = 100.0
 TARGETS = (1.5, 2.0, 3.0)
 #: metric -> True when higher is better
-METRICS = {"psnr": True, "ssim": True, "lpips": False}
+METRICS = {"psnr": True, "ssim": True, "lpips": False, "cvvdp": True}
 
 
 def _mean(values):
@@ -113,6 +113,9 @@ def _summarise(ok: list[dict], refs: list[dict]) -> dict:
         "ssim_std": _std([r["metrics"]["ssim"] for r in ok]),
         "lpips": _mean([r["metrics"]["lpips"] for r in ok]),
         "lpips_std": _std([r["metrics"]["lpips"] for r in ok]),
+        "cvvdp": _mean([r["metrics"].get("cvvdp") for r in ok]),
+        "cvvdp_std": _std([r["metrics"].get("cvvdp") for r in ok]),
+        "cvvdp_s": _mean([r["metrics"].get("cvvdp_s") for r in ok]),
         "speedup": speedup,
         "call_speedup": call_ref / call if call else None,
         "call_ratio": call_ratio,
@@ -236,6 +239,7 @@ def unmeasured(sessions: list[dict], runs: list[dict]) -> list[str]:
     """What could not be measured, in words."""
     notes = []
     reasons = {s["lpips"]["reason"] for s in sessions if not s.get("lpips", {}).get("available", True)}
+    reasons |= {s["cvvdp"]["reason"] for s in sessions if not s.get("cvvdp", {}).get("available", True)}
     notes += sorted(reasons)
     failures = {}
     for r in runs:

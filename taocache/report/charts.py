@@ -16,6 +16,7 @@ TITLES = {
     "lpips": "LPIPS (lower is better)",
     "ssim": "SSIM (higher is better)",
     "psnr": "PSNR, dB (higher is better)",
+    "cvvdp": "ColorVideoVDP, JOD (higher is better)",
 }
 
 
@@ -39,8 +40,8 @@ def quality_vs_speedup(settings: list[dict], lpips_note: str | None, axis: str =
     """One panel per metric: every setting as a point, each method's frontier as a line."""
     methods = sorted({s["series"] for s in settings if s.get(axis)})
     colours = _colours(methods)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    for ax, metric in zip(axes, ("lpips", "ssim", "psnr")):
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4))
+    for ax, metric in zip(axes, ("lpips", "ssim", "psnr", "cvvdp")):
         ax.set_title(TITLES[metric])
         ax.set_xlabel("denoising-loop speed-up (measured)" if axis == "speedup" else "call ratio")
         ax.grid(alpha=0.3)
@@ -126,3 +127,29 @@ def _wrap(text: str, width: int) -> str:
         else:
             line = f"{line} {word}".strip()
     return "\n".join(lines + [line])
+
+
+def paired_intervals(matched: dict) -> bytes | None:
+    """One panel per matched call ratio: TaoCache minus each series in PSNR, the mean with its paired 95%
+    interval as a bar (a bare dot where there are too few pairs for one); None when nothing was compared."""
+    targets = [(t, [r for r in rows if r["difference"] is not None]) for t, rows in matched["targets"].items()]
+    targets = [(t, rows) for t, rows in targets if rows]
+    if not targets:
+        return None
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 0.6 + 0.45 * max(len(r) for _, r in targets)),
+                             squeeze=False)
+    for ax, (target, rows) in zip(axes[0], targets):
+        for y, row in enumerate(rows):
+            d = row["difference"]
+            colour = "tab:green" if row["leads"] else ("black" if row["series"] == "steps" else "tab:gray")
+            if d["low"] is not None:
+                ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o",
+                            color=colour, capsize=4)
+            else:
+                ax.plot(d["mean"], y, "o", color=colour, fillstyle="none")
+        ax.axvline(0, color="k", lw=0.8, ls=":")
+        ax.set_yticks(range(len(rows)), [r["series"] for r in rows], fontsize=8)
+        ax.set_title(f"at {target}x call ratio")
+        ax.set_xlabel("TaoCache - method, PSNR dB (95% CI)")
+        ax.grid(alpha=0.3, axis="x")
+    return _png(fig)

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from ..results.media import DIFFERENCE_GAIN
 from . import charts
-from .summary import fmt, machine_line
+from .summary import fmt, interval, leads_text, machine_line, shown_metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th:first-child, td:first-child { text-align: left; white-space: nowrap; }
+.wide { overflow-x: auto; max-width: 100%; }
+.wide td:first-child { white-space: normal; min-width: 14em; max-width: 26em; overflow-wrap: anywhere; }
 th { background: #f2f2f2; }
 .note { color: #555; font-size: 13px; }
 .warn { color: #a33; }
@@ -42,8 +44,8 @@ def _table(head: list[str], rows: list[list[str] | str]) -> str:
 
 
 def _matched(summary: dict, axis: str) -> str:
-    metrics = [m for m in ("psnr", "ssim", "lpips") if summary["lpips"].get("available") or m != "lpips"]
-    digits = {"psnr": 2, "ssim": 4, "lpips": 4}
+    metrics = shown_metrics(summary)
+    digits = {"psnr": 2, "ssim": 4, "lpips": 4, "cvvdp": 2}
     head = ["method"] + [f"{m.upper()} @{t:g}x" for m in metrics for t in summary["targets"]]
     rows = []
     for method, table in sorted(summary["matched"][axis].items()):
@@ -54,6 +56,32 @@ def _matched(summary: dict, axis: str) -> str:
     return _table(head, rows)
 
 
+def _matched_speed(summary: dict) -> str:
+    """Per target ratio: each series' quality and TaoCache's paired lead over it."""
+    matched = summary["matched_speed"]
+    parts = []
+    for target, rows in matched["targets"].items():
+        parts.append(f"<h3>At {target}x fewer denoiser calls ({matched['pairs']} prompt/seed pairs)</h3>")
+        parts.append(_table(
+            ["method", "PSNR", "SSIM", "CVVDP (JOD)", "TaoCache - method, PSNR [95% CI]", "TaoCache leads"],
+            [[html.escape(r["series"]), fmt(r["psnr"]), fmt(r["ssim"], 4), fmt(r["cvvdp"]),
+              html.escape(interval(r["difference"])), leads_text(r)] for r in rows],
+        ))
+    chart = charts.paired_intervals(matched)
+    if chart:
+        parts.append(_img(chart, "image/png", "paired PSNR differences with 95% intervals", "chart"))
+    return "\n".join(parts)
+
+
+def _chosen(summary: dict) -> str:
+    chosen = summary.get("chosen") or {}
+    if not chosen:
+        return "<p class='note'>The sweep does not say how its settings were chosen.</p>"
+    return "<ul>" + "".join(
+        f"<li><b>{html.escape(series)}</b>: {html.escape(text)}</li>" for series, text in sorted(chosen.items())
+    ) + "</ul>"
+
+
 def _settings(summary: dict) -> str:
     head = [
         "setting",
@@ -61,6 +89,7 @@ def _settings(summary: dict) -> str:
         "PSNR",
         "SSIM",
         "LPIPS",
+        "CVVDP",
         "speed-up",
         "call ratio",
         "FLOP ratio",
@@ -88,6 +117,7 @@ def _settings(summary: dict) -> str:
                 fmt(s["psnr"]) + (f" ({s['identical']} identical)" if s["identical"] else ""),
                 fmt(s["ssim"], 4),
                 fmt(s["lpips"], 4),
+                fmt(s.get("cvvdp")),
                 fmt(s["speedup"]),
                 fmt(s["call_ratio"]),
                 fmt(s.get("flop_ratio")),
@@ -99,7 +129,7 @@ def _settings(summary: dict) -> str:
                 f'<span class="warn">{html.escape("; ".join(remarks))}</span>',
             ]
         )
-    return _table(head, rows)
+    return "<div class='wide'>" + _table(head, rows) + "</div>"
 
 
 def _figure(summary: dict, label: str, path: Path) -> str:
@@ -135,6 +165,13 @@ def _media(summary: dict, root: Path, page_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _cvvdp_line(summary: dict) -> str:
+    cvvdp = summary.get("cvvdp") or {}
+    if not cvvdp.get("available"):
+        return cvvdp.get("reason") or "not measured"
+    return f"ColorVideoVDP, {cvvdp.get('conditions')}, clips at {cvvdp.get('fps'):g} fps (10 JOD = identical)"
+
+
 def render(summary: dict, results_dir: Path, page_dir: Path) -> str:
     """The page for ``summary`` (see ``summary.summarise``), to be written into the folder ``page_dir``."""
     b, full = summary["benchmark"], summary["full"]
@@ -166,6 +203,7 @@ def render(summary: dict, results_dir: Path, page_dir: Path) -> str:
         f"<li>LPIPS network: {html.escape(lpips.get('net', 'alex'))}"
         + ("" if lpips.get("available") else f" (<span class='warn'>{html.escape(lpips_note)}</span>)")
         + "</li>",
+        f"<li>CVVDP: {html.escape(_cvvdp_line(summary))}</li>",
         "</ul>",
     ]
     if summary["environments_differ"]:
@@ -191,6 +229,15 @@ def render(summary: dict, results_dir: Path, page_dir: Path) -> str:
         _matched(summary, "speedup"),
         "<h3>At equal call ratio (work saved)</h3>",
         _matched(summary, "call_ratio"),
+        "<h2>Matched speed, paired</h2>",
+        (
+            "<p class='note'>Each series' frontier interpolated pair by pair at the same call ratio; TaoCache "
+            "minus the method over the same prompt/seed pairs, with a paired BCa bootstrap 95% interval "
+            "(at least 10 pairs). The fewer-steps run is the equal-cost baseline.</p>"
+        ),
+        _matched_speed(summary),
+        "<h2>How each method's settings were chosen</h2>",
+        _chosen(summary),
         "<h2>Time saved against work saved</h2>",
         _img(charts.speedup_vs_calls(settings), "image/png", "speed-up vs call ratio", "chart"),
         "<h2>Every setting</h2>",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..bench.records import read_records
 from . import aggregate as agg
+from .matched import matched_speed
 
 CONVENTIONS = [
     (
@@ -27,6 +28,12 @@ CONVENTIONS = [
         "Call ratio = computed denoiser calls of the full run / the method's, where each call counts by the "
         "share of the full call's linear-layer work it actually executed (counted with forward hooks for "
         "every method)."
+    ),
+    (
+        "Matched speed: each series' frontier (call ratio against mean PSNR) is interpolated pair by pair at "
+        "1.5x, 2x and 3x; 'TaoCache - method' is the mean PSNR difference over the same (prompt, seed) pairs "
+        "with a paired BCa bootstrap 95% interval (scipy, 9999 resamples, fixed seed; at least 10 pairs), and "
+        "TaoCache leads where the whole interval is above zero."
     ),
     (
         "Matched speed-ups are read off each method's frontier (its settings that nothing else of the "
@@ -55,6 +62,7 @@ def summarise(results: str | Path) -> dict:
         )
     numbers = agg.aggregate(runs)
     lpips = last.get("lpips", {})
+    chosen = {m["series"]: m["chosen"] for s in sessions for m in s.get("methods", []) if m.get("chosen")}
     return {
         "title": f"TaoCache benchmark: {last['model']}",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -76,6 +84,8 @@ def summarise(results: str | Path) -> dict:
         "environment": last.get("environment", {}),
         "environments_differ": len({_machine(s) for s in sessions}) > 1,
         "lpips": lpips,
+        "cvvdp": last.get("cvvdp", {"available": False, "reason": "ColorVideoVDP was not recorded"}),
+        "chosen": chosen,
         "full": numbers["full"],
         "settings": numbers["settings"],
         "targets": list(agg.TARGETS),
@@ -83,6 +93,7 @@ def summarise(results: str | Path) -> dict:
             "speedup": agg.matched_table(numbers["settings"], "speedup"),
             "call_ratio": agg.matched_table(numbers["settings"], "call_ratio"),
         },
+        "matched_speed": matched_speed(runs, numbers["settings"]),
         "timeline": agg.timeline(runs),
         "media": agg.media(runs),
         "featured": agg.featured(numbers["settings"], agg.media(runs)),
@@ -108,7 +119,26 @@ def fmt(value, digits: int = 2, empty: str = "-") -> str:
 
 
 def _metric_digits(metric: str) -> int:
-    return {"psnr": 2, "ssim": 4, "lpips": 4}[metric]
+    return {"psnr": 2, "ssim": 4, "lpips": 4, "cvvdp": 2}[metric]
+
+
+def shown_metrics(summary: dict) -> list[str]:
+    """The quality metrics of the tables: PSNR, SSIM, LPIPS and CVVDP (JOD), each where it was measured."""
+    available = {"lpips": summary["lpips"].get("available"), "cvvdp": summary.get("cvvdp", {}).get("available")}
+    return [m for m in ("psnr", "ssim", "lpips", "cvvdp") if available.get(m, True)]
+
+
+def interval(d: dict | None) -> str:
+    """A paired difference as 'mean [low, high]' (or the mean alone, with too few pairs for an interval)."""
+    if d is None:
+        return "-"
+    if d.get("low") is None:
+        return f"{d['mean']:+.2f} (n={d['pairs']}, too few pairs for an interval)"
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def leads_text(row: dict) -> str:
+    return {True: "yes", False: "no", None: "-"}[row["leads"]]
 
 
 def machine_line(summary: dict) -> str:
@@ -148,6 +178,11 @@ def to_markdown(summary: dict) -> str:
     lines += _matched_markdown(summary, "speedup")
     lines += ["", "## Quality at matched call ratios", ""]
     lines += _matched_markdown(summary, "call_ratio")
+    lines += ["", "## Matched speed, paired (call ratio; TaoCache - method over the same prompt/seed pairs)", ""]
+    lines += matched_speed_markdown(summary)
+    if summary.get("chosen"):
+        lines += ["", "## How each method's settings were chosen", ""]
+        lines += [f"- {series}: {text}" for series, text in sorted(summary["chosen"].items())]
     lines += ["", "## Every setting", ""]
     lines += settings_markdown(summary)
     if summary.get("media_links"):
@@ -161,7 +196,7 @@ def to_markdown(summary: dict) -> str:
 
 def _matched_markdown(summary: dict, axis: str) -> list[str]:
     targets = summary["targets"]
-    metrics = [m for m in ("psnr", "ssim", "lpips") if summary["lpips"].get("available") or m != "lpips"]
+    metrics = shown_metrics(summary)
     head = "| method | " + " | ".join(f"{m.upper()} @{t:g}x" for m in metrics for t in targets) + " |"
     lines = [head, "|" + "---|" * (1 + len(metrics) * len(targets))]
     for method, table in sorted(summary["matched"][axis].items()):
@@ -170,23 +205,38 @@ def _matched_markdown(summary: dict, axis: str) -> list[str]:
     return lines
 
 
+def matched_speed_markdown(summary: dict) -> list[str]:
+    lines = []
+    for target, rows in summary["matched_speed"]["targets"].items():
+        lines += [f"At {target}x ({summary['matched_speed']['pairs']} pairs):", "",
+                  "| method | PSNR | SSIM | CVVDP (JOD) | TaoCache - method, PSNR [95% CI] | TaoCache leads |",
+                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"| {r['series']} | {fmt(r['psnr'])} | {fmt(r['ssim'], 4)} | {fmt(r['cvvdp'])} | "
+            f"{interval(r['difference'])} | {leads_text(r)} |"
+            for r in rows
+        ]
+        lines.append("")
+    return lines
+
+
 def settings_markdown(summary: dict) -> list[str]:
     lines = [
         (
-            "| setting | runs | PSNR | SSIM | LPIPS | speed-up | call ratio | FLOP ratio | efficiency | "
+            "| setting | runs | PSNR | SSIM | LPIPS | CVVDP | speed-up | call ratio | FLOP ratio | efficiency | "
             "calls made | computed | flags |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary["settings"]:
         if not s["runs"]:
             error = str(s["error"]).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {s['label']} | 0 | unsupported: {error} |" + " |" * 9)
+            lines.append(f"| {s['label']} | 0 | unsupported: {error} |" + " |" * 10)
             continue
         flags = ", ".join(f"{k} x{v}" for k, v in s["flags"].items())
         lines.append(
             f"| {s['label']} | {s['runs']} | {fmt(s['psnr'])} | {fmt(s['ssim'], 4)} | {fmt(s['lpips'], 4)} | "
-            f"{fmt(s['speedup'])} | {fmt(s['call_ratio'])} | {fmt(s.get('flop_ratio'))} | {fmt(s['efficiency'])} | "
+            f"{fmt(s.get('cvvdp'))} | {fmt(s['speedup'])} | {fmt(s['call_ratio'])} | {fmt(s.get('flop_ratio'))} | {fmt(s['efficiency'])} | "
             f"{fmt(s['calls_made'], 1)} | {fmt(s['calls_computed'], 1)} | {flags} |"
         )
     return lines

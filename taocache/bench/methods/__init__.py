@@ -6,14 +6,22 @@ from __future__ import annotations
 
 from ... import registry
 from .base import BenchContext, CacheMethod, Method, Unsupported, backend_method
-from .diffusers_caches import FasterCache, FirstBlockCache, MagCache, PyramidAttentionBroadcast, TaylorSeer
+from .diffusers_caches import (
+    FasterCache,
+    FirstBlockCache,
+    MagCache,
+    PyramidAttentionBroadcast,
+    SharedPyramidAttentionBroadcast,
+    TaylorSeer,
+)
 from .schedules import FewerSteps, FullRun, StaticSkip
-from .stacked import TaoCacheOnPAB, TaoCacheOnTeaCache, TeaCache
+from .stacked import EasyCache, TaoCacheOnPAB, TaoCacheOnTeaCache, TeaCache
 from .taocache_method import TaoCache
 
 #: Adapters with settings of their own, by the name of the backend they run.
-ADAPTERS = {cls.name: cls for cls in (TaoCache, TeaCache, PyramidAttentionBroadcast, FirstBlockCache,
-                                      FasterCache, MagCache, TaylorSeer)}
+ADAPTERS = {cls.name: cls for cls in (TaoCache, TeaCache, EasyCache, PyramidAttentionBroadcast,
+                                      SharedPyramidAttentionBroadcast, FirstBlockCache, FasterCache, MagCache,
+                                      TaylorSeer)}
 
 
 def _methods() -> dict[str, type[Method]]:

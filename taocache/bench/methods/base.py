@@ -51,6 +51,8 @@ class Method:
     changes_call_only: ClassVar[bool] = False
     #: the line a setting belongs to in charts and matched tables (a sweep entry may name its own)
     series: str = ""
+    #: how the setting was chosen (a sweep entry's ``chosen``; the report states it)
+    chosen: str = ""
 
     def __init__(self, **settings):
         unknown = sorted(set(settings) - set(self.defaults))
@@ -77,6 +79,15 @@ class Method:
     def identity(self) -> dict:
         """What makes two runs of this method the same run (for resume keys)."""
         return {"method": self.name, "settings": self.settings}
+
+    def refuse(self, calls_per_step: int) -> str | None:
+        """Why the method cannot be measured on a pipeline making ``calls_per_step`` denoiser calls a step
+        (2 when the guidance branches are separate calls), or None. The run is recorded as unsupported."""
+        return None
+
+    def caveats(self, calls_per_step: int) -> list[str]:
+        """Notes every record of this method carries on such a pipeline (known limits of a peer)."""
+        return []
 
     def prepare(self, bench: BenchContext) -> dict:
         """One-off work before the measured runs (calibration); returns what to record about it."""

@@ -61,9 +61,9 @@ class FirstBlockCache(CacheMethod):
 class PyramidAttentionBroadcast(CacheMethod):
     name = "pab"
     description = (
-        "diffusers Pyramid Attention Broadcast: inside a timestep range, attention outputs are computed "
-        "every k-th call and rebroadcast in between (spatial self-attention and, optionally, "
-        "cross-attention)"
+        "Pyramid Attention Broadcast (diffusers' hooks, one state per guidance branch): inside a timestep range, "
+        "attention outputs are computed every k-th call of a branch and rebroadcast in between (spatial "
+        "self-attention and, optionally, cross-attention)"
     )
     defaults: ClassVar[dict] = {"spatial": 2, "cross": None, "timestep_range": [100, 800]}
 
@@ -71,19 +71,35 @@ class PyramidAttentionBroadcast(CacheMethod):
         _positive_int(self.name, "spatial", self.settings["spatial"], allow_none=True)
         _positive_int(self.name, "cross", self.settings["cross"], allow_none=True)
         if self.settings["spatial"] is None and self.settings["cross"] is None:
-            raise ValueError("method 'pab': set spatial and/or cross (the block skip ranges)")
+            raise ValueError(f"method {self.name!r}: set spatial and/or cross (the block skip ranges)")
         self.timestep_range = _range(self.name, "timestep_range", self.settings["timestep_range"])
+
+    def _fields(self, pipe) -> dict:
+        return {
+            "spatial_attention_block_skip_range": self.settings["spatial"],
+            "spatial_attention_timestep_skip_range": self.timestep_range,
+            "cross_attention_block_skip_range": self.settings["cross"],
+            "cross_attention_timestep_skip_range": self.timestep_range,
+            "current_timestep_callback": _current_timestep(pipe),
+        }
+
+    def config(self, pipe, call):
+        from ...pab import PABPerBranchConfig
+
+        return PABPerBranchConfig(**self._fields(pipe))
+
+
+class SharedPyramidAttentionBroadcast(PyramidAttentionBroadcast):
+    name = "pab-shared"
+    description = (
+        "diffusers' Pyramid Attention Broadcast as it is: one state per attention layer for both guidance "
+        "branches (kept to show what the per-branch state of `pab` changes)"
+    )
 
     def config(self, pipe, call):
         from diffusers import PyramidAttentionBroadcastConfig
 
-        return PyramidAttentionBroadcastConfig(
-            spatial_attention_block_skip_range=self.settings["spatial"],
-            spatial_attention_timestep_skip_range=self.timestep_range,
-            cross_attention_block_skip_range=self.settings["cross"],
-            cross_attention_timestep_skip_range=self.timestep_range,
-            current_timestep_callback=_current_timestep(pipe),
-        )
+        return PyramidAttentionBroadcastConfig(**self._fields(pipe))
 
     def caveats(self, calls_per_step: int) -> list[str]:
         if calls_per_step > 1:
@@ -121,6 +137,16 @@ class FasterCache(CacheMethod):
                 f"method 'fastercache': attention_weight={self.settings['attention_weight']!r} must be in "
                 "[0, 1]"
             )
+
+    def refuse(self, calls_per_step: int) -> str | None:
+        if calls_per_step > 1:
+            return (
+                "diffusers' FasterCache (arXiv 2410.19355) needs the unconditional and conditional guidance "
+                "passes batched into one denoiser call; this pipeline makes them as separate calls, so its "
+                "hooks fail (IndexError), and the one setting that runs (is_guidance_distilled) switches "
+                "CFG-Cache off and mixes the branches' attention, which is not FasterCache"
+            )
+        return None
 
     def config(self, pipe, call):
         from diffusers import FasterCacheConfig

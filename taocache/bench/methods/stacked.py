@@ -1,4 +1,4 @@
-"""TeaCache, and TaoCache stacked on TeaCache or on Pyramid Attention Broadcast, as benchmarked methods.
+"""TeaCache, EasyCache, and TaoCache stacked on TeaCache or on Pyramid Attention Broadcast, as benchmarked methods.
 
 A stacked method holds one adapter per cache and applies them innermost first, so TaoCache stays outermost:
 on a step it predicts, nothing below it runs; on a step it computes, TeaCache (or PAB) may still save work
@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import ClassVar
 
 from ... import api
+from ...easycache.config import EasyCacheConfig
 from ...teacache.config import TeaCacheConfig
 from .base import BenchContext, CacheMethod, Method, enable_caches
 from .diffusers_caches import PyramidAttentionBroadcast
@@ -45,6 +46,27 @@ class TeaCache(CacheMethod):
 
     def config(self, pipe, call):
         if self._config.num_inference_steps is None and "num_inference_steps" in call:
+            return replace(self._config, num_inference_steps=int(call["num_inference_steps"]))
+        return self._config
+
+
+class EasyCache(CacheMethod):
+    name = "easycache"
+    description = (
+        "EasyCache (arXiv 2507.02860, this package's hook): reuses the denoiser's last output-minus-input "
+        "while the output change estimated at run time from the input change, summed since the last "
+        "computed step, stays under a threshold; no calibration"
+    )
+    defaults: ClassVar[dict] = {"threshold": 0.05, "warmup_ratio": 0.2, "warmup_steps": None, "final_steps": 1}
+
+    def validate(self):
+        try:
+            self._config = EasyCacheConfig(**self.settings)
+        except ValueError as err:
+            raise ValueError(f"method 'easycache': {err}") from err
+
+    def config(self, pipe, call):
+        if "num_inference_steps" in call:
             return replace(self._config, num_inference_steps=int(call["num_inference_steps"]))
         return self._config
 
@@ -107,6 +129,6 @@ class TaoCacheOnTeaCache(_Stacked):
 
 class TaoCacheOnPAB(_Stacked):
     name = "taocache+pab"
-    description = "TaoCache over diffusers' Pyramid Attention Broadcast, one stacked run"
+    description = "TaoCache over Pyramid Attention Broadcast (one state per guidance branch), one stacked run"
     inner = PyramidAttentionBroadcast
 
