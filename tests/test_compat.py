@@ -156,3 +156,15 @@ def test_a_hook_goes_beneath_the_context_parallel_split():
     order.clear()
     module(torch.zeros(1, 2))
     assert order == ["outside", split, "cache"]
+
+
+def test_the_context_parallel_mesh_is_where_compat_reads_it():
+    """compat reads it with getattr (None outside context parallelism): a rename would silently switch the
+    sum over the ranks off, so the names are checked here."""
+    import dataclasses
+
+    from diffusers import ContextParallelConfig, ModelMixin, ParallelConfig
+
+    assert "_parallel_config" in vars(ModelMixin)
+    assert "context_parallel_config" in {f.name for f in dataclasses.fields(ParallelConfig)}
+    assert "_flattened_mesh" in {f.name for f in dataclasses.fields(ContextParallelConfig)}
