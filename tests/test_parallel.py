@@ -51,3 +51,20 @@ def test_rel_l1_is_the_same_with_and_without_a_group_of_one():
     finally:
         torch.distributed.destroy_process_group()
     assert reduced == pytest.approx(plain, rel=1e-6)
+
+
+def test_diffusers_caches_under_context_parallelism_are_warned_about(caplog, monkeypatch):
+    from types import SimpleNamespace
+
+    from diffusers import FirstBlockCacheConfig
+
+    import taocache
+    from taocache.testing import tiny_wan_pipeline
+
+    pipe = tiny_wan_pipeline()
+    mesh = SimpleNamespace(context_parallel_config=SimpleNamespace(_flattened_mesh=object()))
+    monkeypatch.setattr(pipe.transformer, "_parallel_config", mesh, raising=False)
+    with caplog.at_level("WARNING", logger="taocache"):
+        taocache.enable(pipe, [FirstBlockCacheConfig(threshold=0.1)])
+    taocache.disable(pipe)
+    assert "FirstBlockCache under context parallelism is not supported" in caplog.text
