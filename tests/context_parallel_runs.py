@@ -170,6 +170,17 @@ def run_all(pipe, group, workdir: Path) -> dict:
         "source": calibration.source,
     }
 
+    # a configuration file with that calibration held in memory, saved beside it (what taocache.tune writes)
+    writes.clear()
+    configs = [taocache.TeaCacheConfig(rel_l1_thresh=0.1, **TEA), taocache.TaoCacheConfig(calibration=calibration)]
+    with mock.patch.object(Calibration, "save", counted_save):
+        saved = taocache.save_configs(workdir / "configs.json", configs)
+    results["save_configs"] = {
+        "writes": len(writes),
+        "files": sorted(p.name for p in saved.parent.glob("configs*")),
+        "loaded": [type(c).__name__ for c in taocache.load_configs(saved)],
+    }
+
     # TeaCache measuring only (threshold 0 computes every step), then at 1.5 x the median change
     measured = cached_run(pipe, [taocache.TeaCacheConfig(rel_l1_thresh=0.0, **TEA)], group)
     changes = [e["change"] for e in measured["log"] if e["change"] is not None and e["step"] < STEPS - 1]

@@ -155,6 +155,13 @@ def test_calibrate_writes_once_the_same_content_on_every_rank(measured):
     assert measured[0]["stack"]["calibration"] == first["statistics"]
 
 
+def test_a_configuration_file_is_written_once_and_read_by_every_rank(measured):
+    first, second, _ = (m["save_configs"] for m in measured)
+    assert (first["writes"], second["writes"]) == (1, 0)  # the calibration beside it, by rank 0
+    assert first["files"] == second["files"] == ["configs.calibration.json", "configs.json"]
+    assert first["loaded"] == second["loaded"] == ["TeaCacheConfig", "TaoCacheConfig"]
+
+
 @pytest.mark.slow
 def test_the_calibrate_command_under_torchrun(tmp_path):
     """`taocache calibrate --ulysses-degree 2` on two processes writes once the single process's statistics."""
