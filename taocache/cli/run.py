@@ -177,9 +177,11 @@ def calibrate_command(args) -> int:
         raise ValueError("--ulysses-degree and --ring-degree must be at least 1")
     if args.output is not None:
         common.check_output(args.output, args.force)
-    parallel_run = args.ulysses_degree * args.ring_degree > 1
+    parallel_run = args.ulysses_degree * args.ring_degree > 1 or parallel.launched()
     device = parallel.start_from_environment() if parallel_run else "cpu"
     try:
+        if parallel_run:
+            parallel.check_degrees(args.ulysses_degree, args.ring_degree)  # before the model loads
         pipe, recipe, call = common.load_with_call(args, device=device)
         if parallel_run:
             parallel.enable_context_parallel(pipe, args.ulysses_degree, args.ring_degree)
@@ -187,8 +189,8 @@ def calibrate_command(args) -> int:
         if prompts is None:
             prompts = [s.caption for s in scenes_of("tune", recipe.kind == "video")]
         prompts = prompts[: args.num_prompts]
-        say(f"calibrating {recipe.name} on {len(prompts)} prompts, call {call}"
-            + (f", {args.ulysses_degree} x {args.ring_degree} ranks (Ulysses x ring) on {device}" if parallel_run else ""))
+        ranks = f", Ulysses {args.ulysses_degree} x ring {args.ring_degree} on {device}" if parallel_run else ""
+        say(f"calibrating {recipe.name} on {len(prompts)} prompts, call {call}{ranks}")
         calibration = api.calibrate(
             pipe, prompts, call_kwargs=call, seed=args.seed, horizon=args.horizon, path=args.output,
             overwrite=args.force, progress=parallel.is_first_rank(),

@@ -118,6 +118,11 @@ def one_device_without_accelerator():
         yield
 
 
+def launched() -> bool:
+    """Whether ``torchrun`` (or the like) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def start_from_environment() -> str:
     """Join the ``torchrun`` job this process belongs to (``WORLD_SIZE`` > 1) and return its device.
 
@@ -125,7 +130,7 @@ def start_from_environment() -> str:
     device ("cuda" or "cpu") and nothing is initialised.
     """
     cuda = torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched():
         return "cuda" if cuda else "cpu"
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu"
     if cuda:
@@ -141,6 +146,16 @@ def leave() -> None:
         torch.distributed.destroy_process_group()
 
 
+def check_degrees(ulysses_degree: int, ring_degree: int) -> None:
+    """The degrees' product must be the number of processes (before anything loads, in the commands)."""
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if ulysses_degree < 1 or ring_degree < 1 or ulysses_degree * ring_degree != world:
+        raise ValueError(
+            f"Ulysses degree {ulysses_degree} x ring degree {ring_degree} must equal the number of processes "
+            f"({world}); start them with torchrun --nproc_per_node {max(ulysses_degree * ring_degree, 1)}"
+        )
+
+
 def enable_context_parallel(pipe, ulysses_degree: int = 1, ring_degree: int = 1) -> None:
     """``enable_parallelism`` on each transformer of ``pipe`` (Wan2.2 has two), checked first.
 
@@ -149,12 +164,7 @@ def enable_context_parallel(pipe, ulysses_degree: int = 1, ring_degree: int = 1)
     """
     from diffusers import ContextParallelConfig
 
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    if ulysses_degree < 1 or ring_degree < 1 or ulysses_degree * ring_degree != world:
-        raise ValueError(
-            f"Ulysses degree {ulysses_degree} x ring degree {ring_degree} must equal the number of processes "
-            f"({world}); start them with torchrun --nproc_per_node {ulysses_degree * ring_degree}"
-        )
+    check_degrees(ulysses_degree, ring_degree)
     for name in TRANSFORMER_COMPONENTS:
         module = getattr(pipe, name, None)
         if module is None:
