@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import registry
 from .core.denoisers import denoisers_of
+from .core.parallel import is_first_rank, on_first_rank
 from .diffusers_caches import enabled_by_hand
 from .results import refuse_overwrite
 from .taocache.calibrate import record_calibration
@@ -200,7 +201,10 @@ def calibrate(
     calibration = record_calibration(pipe, list(prompts), kwargs, seed, horizon, progress)
     if save:
         target = Path(path) if path is not None else default_directory() / calibration.file_name()
-        calibration.save(target, overwrite=overwrite)
-        logger.info("TaoCache calibration (%d samples, %d steps) written to %s", calibration.samples,
-                    calibration.steps, target)
+        # every rank holds the same calibration (record_calibration checks it); one writes it
+        on_first_rank(lambda: calibration.save(target, overwrite=overwrite), f"write the calibration {target}")
+        calibration.source = str(target)
+        if is_first_rank():
+            logger.info("TaoCache calibration (%d samples, %d steps) written to %s", calibration.samples,
+                        calibration.steps, target)
     return calibration

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from . import registry
+from .core.parallel import on_first_rank
 from .results import refuse_overwrite, write_json
 
 FORMAT = "taocache.cache-config"
@@ -44,10 +45,17 @@ def save_configs(path: str | Path, configs, tuned: dict | None = None, overwrite
         if type(config).__name__ not in registry.saveable():
             raise TypeError(f"cannot save a {type(config).__name__}; supported: {registry.saveable()}")
     refuse_overwrite(path, overwrite)
-    data = {"format": FORMAT, "version": VERSION, "caches": [registry.entry(c, path, overwrite) for c in configs]}
-    if tuned is not None:
-        data["tuned"] = tuned
-    return write_json(path, data)
+
+    def write() -> Path:
+        caches = [registry.entry(c, path, overwrite) for c in configs]  # a calibration held in memory: beside it
+        data = {"format": FORMAT, "version": VERSION, "caches": caches}
+        if tuned is not None:
+            data["tuned"] = tuned
+        return write_json(path, data)
+
+    # under context parallelism every rank tuned alike (its timings aside): rank 0 writes, the others wait
+    on_first_rank(write, f"write the configuration {path}")
+    return path
 
 
 def load_configs(path: str | Path) -> list:

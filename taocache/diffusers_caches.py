@@ -52,6 +52,13 @@ def apply(target, config, stacked: bool = False) -> None:
             "FirstBlockCache instead, or use it alone.",
             type(config).__name__.removesuffix("Config"),
         )
+    if any(compat.context_parallel_mesh(module) is not None for _, module in modules):
+        logger.warning(
+            "%s under context parallelism is not supported by taocache: it may decide from a rank's shard of the "
+            "sequence (FirstBlockCache does), and ranks that decide differently hang or corrupt the video. TaoCache "
+            "and TeaCache decide alike on every rank (docs/several-gpus.md).",
+            type(config).__name__.removesuffix("Config"),
+        )
     for _, module in modules:
         module.enable_cache(config)
         setattr(module, _MARK, True)

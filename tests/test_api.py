@@ -235,6 +235,8 @@ def test_commands_check_their_numbers_and_output_before_loading(tmp_path, capsys
         (["run", "--output", str(tmp_path / "a-file" / "v.gif")], "not a writable folder"),
         (["calibrate", "--horizon", "0"], "--horizon 0"),
         (["calibrate", "--frames", "0"], "--frames 0"),
+        (["calibrate", "--ulysses-degree", "0"], "--ulysses-degree and --ring-degree must be at least 1"),
+        (["calibrate", "--ulysses-degree", "2"], "must equal the number of processes (1); start them with torchrun"),
         (["tune", "--target-psnr", "30", "--margin", "nan"], "--margin nan"),
         (["tune", "--target-psnr", "30", "--steps", "0"], "--steps 0"),
         (["fit-teacache", "--degree", "0"], "--degree=0"),

@@ -127,3 +127,44 @@ def test_a_hook_goes_beneath_an_offload_wrapper():
         assert module.forward == original
         module.forward = lambda x: x * 0  # what registering a hook does to forward
     assert module.forward is wrapper and module._old_forward(torch.ones(1, 2)).abs().sum() == 0
+
+
+class Calling(compat.ModelHook):
+    """Notes its name in ``order`` when its module is called."""
+
+    def __init__(self, name: str, order: list):
+        super().__init__()
+        self.name, self.order = name, order
+
+    def new_forward(self, module, *args, **kwargs):
+        self.order.append(self.name)
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+def test_a_hook_goes_beneath_the_context_parallel_split():
+    """diffusers' split runs first (outermost) even when a cache registers its hook after it."""
+    module, order = torch.nn.Linear(2, 2), []
+    assert compat.context_parallel_mesh(module) is None  # no enable_parallelism on it
+    registry = compat.HookRegistry.check_if_exists_or_initialize(module)
+    split = compat.CONTEXT_PARALLEL_HOOK_PREFIXES[0] + "blocks.0"
+    registry.register_hook(Calling(split, order), split)
+    with compat.beneath_context_parallel(module):
+        registry.register_hook(Calling("cache", order), "cache")
+    module(torch.zeros(1, 2))
+    assert order == [split, "cache"] and compat.hook_names(module) == ["cache", split]
+    registry.register_hook(Calling("outside", order), "outside")  # the usual placement, for contrast
+    order.clear()
+    module(torch.zeros(1, 2))
+    assert order == ["outside", split, "cache"]
+
+
+def test_the_context_parallel_mesh_is_where_compat_reads_it():
+    """compat reads it with getattr (None outside context parallelism): a rename would silently switch the
+    sum over the ranks off, so the names are checked here."""
+    import dataclasses
+
+    from diffusers import ContextParallelConfig, ModelMixin, ParallelConfig
+
+    assert "_parallel_config" in vars(ModelMixin)
+    assert "context_parallel_config" in {f.name for f in dataclasses.fields(ParallelConfig)}
+    assert "_flattened_mesh" in {f.name for f in dataclasses.fields(ContextParallelConfig)}

@@ -48,12 +48,12 @@ def check_call_arguments(args) -> None:
         raise ValueError(f"--guidance {guidance} must be a number >= 0")
 
 
-def load_with_call(args, kind: str = "video"):
+def load_with_call(args, kind: str = "video", device: str = "cpu"):
     """(pipeline, recipe, call kwargs): ``--model`` loaded, its recipe's call with the command-line changes."""
     from ..recipes import load_pipeline
 
     check_call_arguments(args)
-    pipe, recipe = load_pipeline(args.model, kind=kind)
+    pipe, recipe = load_pipeline(args.model, kind=kind, device=device)
     call = recipe.call_kwargs(
         num_inference_steps=args.steps, height=args.height, width=args.width, guidance_scale=args.guidance
     )

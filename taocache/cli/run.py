@@ -64,6 +64,14 @@ def register(sub) -> None:
     cal.add_argument("--num-prompts", type=int, default=8, help="use the first N prompts (default 8)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--horizon", type=int, default=3, help="longest run of predicted steps calibrated (1-8)")
+    cal.add_argument(
+        "--ulysses-degree", type=int, default=1,
+        help="context parallelism under torchrun: ranks sharing the attention heads (default 1; docs/several-gpus.md)",
+    )
+    cal.add_argument(
+        "--ring-degree", type=int, default=1,
+        help="context parallelism under torchrun: ranks passing key/value blocks round (default 1)",
+    )
     common.add_output_arguments(
         cal, None,
         "JSON file (default: the calibration folder, ~/.cache/taocache/calibration or "
@@ -156,6 +164,7 @@ def run_command(args) -> int:
 
 def calibrate_command(args) -> int:
     from .. import api
+    from ..core import parallel
     from ..taocache.calibration import default_directory
     from ..world import scenes_of
 
@@ -164,16 +173,31 @@ def calibrate_command(args) -> int:
         raise ValueError(f"--num-prompts {args.num_prompts} must be at least 1")
     if not 1 <= args.horizon <= 8:
         raise ValueError(f"--horizon {args.horizon} must be between 1 and 8")
+    if args.ulysses_degree < 1 or args.ring_degree < 1:
+        raise ValueError("--ulysses-degree and --ring-degree must be at least 1")
     if args.output is not None:
         common.check_output(args.output, args.force)
-    pipe, recipe, call = common.load_with_call(args)
-    if prompts is None:
-        prompts = [s.caption for s in scenes_of("tune", recipe.kind == "video")]
-    prompts = prompts[: args.num_prompts]
-    print(f"calibrating {recipe.name} on {len(prompts)} prompts, call {call}")
-    calibration = api.calibrate(
-        pipe, prompts, call_kwargs=call, seed=args.seed, horizon=args.horizon, path=args.output, overwrite=args.force
-    )
-    where = args.output or default_directory() / calibration.file_name()
-    print(f"calibration of {calibration.describe()} ({calibration.samples} samples) written to {where}")
+    parallel_run = args.ulysses_degree * args.ring_degree > 1 or parallel.launched()
+    device = parallel.start_from_environment() if parallel_run else "cpu"
+    try:
+        if parallel_run:
+            parallel.check_degrees(args.ulysses_degree, args.ring_degree)  # before the model loads
+        pipe, recipe, call = common.load_with_call(args, device=device)
+        if parallel_run:
+            parallel.enable_context_parallel(pipe, args.ulysses_degree, args.ring_degree)
+        say = print if parallel.is_first_rank() else (lambda *_: None)
+        if prompts is None:
+            prompts = [s.caption for s in scenes_of("tune", recipe.kind == "video")]
+        prompts = prompts[: args.num_prompts]
+        ranks = f", Ulysses {args.ulysses_degree} x ring {args.ring_degree} on {device}" if parallel_run else ""
+        say(f"calibrating {recipe.name} on {len(prompts)} prompts, call {call}{ranks}")
+        calibration = api.calibrate(
+            pipe, prompts, call_kwargs=call, seed=args.seed, horizon=args.horizon, path=args.output,
+            overwrite=args.force, progress=parallel.is_first_rank(),
+        )
+        where = args.output or default_directory() / calibration.file_name()
+        say(f"calibration of {calibration.describe()} ({calibration.samples} samples) written to {where}")
+    finally:
+        if parallel_run:
+            parallel.leave()
     return 0

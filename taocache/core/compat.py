@@ -17,6 +17,10 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.hooks.context_parallel import (
+    _CONTEXT_PARALLEL_INPUT_HOOK_TEMPLATE,
+    _CONTEXT_PARALLEL_OUTPUT_HOOK_TEMPLATE,
+)
 from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 from diffusers.hooks.pyramid_attention_broadcast import (
     _PYRAMID_ATTENTION_BROADCAST_HOOK,
@@ -36,11 +40,13 @@ __all__ = [
     "PyramidAttentionBroadcastState",
     "StateManager",
     "all_hook_names",
+    "beneath_context_parallel",
     "beneath_offload_hook",
     "block_argument",
     "block_metadata",
     "cache_config_of",
     "context_of",
+    "context_parallel_mesh",
     "ensure_context",
     "guidance_scale_of",
     "hook_names",
@@ -224,3 +230,44 @@ def temporary_guidance_scale(pipe, value: float | None):
             del pipe._guidance_scale
         else:
             pipe._guidance_scale = saved
+
+
+# ---------------------------------------------------------------------------------- context parallelism
+
+#: The names diffusers gives the hooks that split the sequence over the ranks and gather it again.
+CONTEXT_PARALLEL_HOOK_PREFIXES = tuple(
+    template.format("") for template in (_CONTEXT_PARALLEL_INPUT_HOOK_TEMPLATE, _CONTEXT_PARALLEL_OUTPUT_HOOK_TEMPLATE)
+)
+
+
+def context_parallel_mesh(module: torch.nn.Module):
+    """The device mesh ``module``'s sequence is split over by ``enable_parallelism``, or None.
+
+    It is the flattened ring x Ulysses mesh: exactly the ranks that share one sequence (not the world, which
+    may hold replicas running other prompts).
+    """
+    parallel = getattr(unwrap_module(module), "_parallel_config", None)
+    config = getattr(parallel, "context_parallel_config", None)
+    return getattr(config, "_flattened_mesh", None)
+
+
+@contextlib.contextmanager
+def beneath_context_parallel(module: torch.nn.Module):
+    """Hooks registered on ``module`` inside this block run beneath its context-parallel hooks.
+
+    A registry wraps each new hook around the earlier ones, so a cache hook added to the first block after
+    ``enable_parallelism`` would see the whole sequence before the split while the rest of the cache sees a
+    shard. diffusers' hooks are lifted off and put back on top, the same objects in the same order.
+    """
+    registry = registry_of(unwrap_module(module))
+    lifted = []
+    if registry is not None:
+        names = [n for n in registry._hook_order if n.startswith(CONTEXT_PARALLEL_HOOK_PREFIXES)]
+        lifted = [(n, registry.hooks[n]) for n in names]
+        for name, _ in lifted:
+            registry.remove_hook(name, recurse=False)
+    try:
+        yield
+    finally:
+        for name, hook in lifted:
+            registry.register_hook(hook, name)

@@ -9,6 +9,7 @@ import torch
 
 from ..core.denoisers import denoisers_of, scheduler_name
 from ..core.fingerprint import fingerprint
+from ..core.parallel import check_same_on_every_rank, first_rank_value
 from .calibration import MIN_CALIBRATION_STEPS, Calibration
 from .config import TaoCacheConfig
 from .hook import apply_taocache, hook_of, remove_taocache
@@ -63,7 +64,17 @@ def record_calibration(pipe, prompts: list[str], call_kwargs: dict, seed: int, h
             steps, MIN_CALIBRATION_STEPS, MIN_CALIBRATION_STEPS)
     samples = max(r.samples for r in recorders.values())
     calibration = Calibration(scheduler, steps, timesteps, horizon, samples, entries)
+    same_on_every_rank(calibration)
     for name, module in denoisers:
         if module not in temporary:  # TaoCache enabled before: it uses the new calibration at once
             hooks[name].add_calibration(calibration)
     return calibration
+
+
+def same_on_every_rank(calibration: Calibration) -> None:
+    """Under context parallelism every rank measured the gathered output, so the statistics must agree; they
+    are checked, and rank 0's creation time is taken, so every rank holds (and could write) the same file."""
+    content = calibration.to_dict()
+    content.pop("created")
+    check_same_on_every_rank(content, "calibration statistics")
+    calibration.created = first_rank_value(calibration.created)

@@ -24,10 +24,15 @@ State is kept per ``cache_context`` (``"cond"`` / ``"uncond"``), so an output-le
 transformer composes with it. Within one call every sample has its own accumulator and the stack is skipped
 only when all of them are under the threshold, so one sample (or the conditional half of a batched
 classifier-free-guidance call) never decides for the others. Decisions run outside compiled graphs.
+
+Under diffusers' context parallelism the hooks below the transformer sit beneath its split and gather, and
+the indicator's change is summed over the ranks sharing the sequence, so every rank decides alike
+(docs/several-gpus.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -38,6 +43,7 @@ import torch
 
 from ..core import compat
 from ..core.outputs import sample_of
+from ..core.parallel import context_parallel_group
 from ..core.steps import as_timestep
 from .coefficients import resolve_config
 from .config import TeaCacheConfig
@@ -259,8 +265,9 @@ class TeaCacheHeadHook(_SignatureHook):
         indicator = indicator.detach().float()
         previous, state.previous_indicator = state.previous_indicator, indicator
         change = None
-        if previous is not None and previous.shape == indicator.shape:
-            change = per_sample_rel_l1(indicator, previous, state.num_samples or 1)
+        if previous is not None and previous.shape == indicator.shape:  # the same on every rank: all sum
+            group = context_parallel_group(self.settings.model)  # the indicator may be a shard of the sequence
+            change = per_sample_rel_l1(indicator, previous, state.num_samples or 1, group)
         state.indicator_change = change
 
         num_steps = state.num_steps
@@ -357,9 +364,8 @@ class TeaCacheStackOutputHook(_SignatureHook):
         residual = stack_output.detach() - stack_input.detach().to(stack_output.dtype)
         if self.settings.config.recorder is not None:
             if state.previous_residual is not None:
-                state.residual_change = per_sample_rel_l1(
-                    residual, state.previous_residual, state.num_samples
-                )
+                group = context_parallel_group(self.settings.model)
+                state.residual_change = per_sample_rel_l1(residual, state.previous_residual, state.num_samples, group)
             state.previous_residual = residual
         state.residual = residual
         return args, kwargs
@@ -426,7 +432,11 @@ def apply_teacache(module: torch.nn.Module, config: TeaCacheConfig | None = None
     registered = []
     try:
         for target, hook, name in plan:
-            compat.HookRegistry.check_if_exists_or_initialize(target).register_hook(hook, name)
+            # below the root, beneath diffusers' context-parallel split and gather: every TeaCache hook then
+            # sees the same shard whether enable_parallelism ran before taocache.enable or after
+            placement = contextlib.nullcontext() if target is module else compat.beneath_context_parallel(target)
+            with placement:
+                compat.HookRegistry.check_if_exists_or_initialize(target).register_hook(hook, name)
             registered.append((target, name))
     except Exception:
         for target, name in reversed(registered):

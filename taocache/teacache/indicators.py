@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.parallel import sum_over
+
 
 def _modulated_input(model, block, args: dict, call: dict) -> torch.Tensor:
     """The first block's normalised input after its timestep shift and scale, as the block computes it."""
@@ -75,9 +77,19 @@ INDICATOR_FUNCTIONS = {
 MODULATED_INPUT_MODELS = ("WanTransformer3DModel", "LatteTransformer3DModel", "CogVideoXTransformer3DModel")
 
 
-def per_sample_rel_l1(current: torch.Tensor, previous: torch.Tensor, num_samples: int) -> np.ndarray:
-    """Relative L1 change ``mean|a - b| / mean|b|`` of each sample (rows are grouped sample-major)."""
+def per_sample_rel_l1(current: torch.Tensor, previous: torch.Tensor, num_samples: int, group=None) -> np.ndarray:
+    """Relative L1 change ``mean|a - b| / mean|b|`` of each sample (rows are grouped sample-major).
+
+    With ``group`` (the context-parallel ranks, each holding a shard of the sequence) the sums of ``|a - b|``
+    and ``|b|`` are added over the ranks before the division: every rank gets the change of the whole tensor,
+    the single process's value, and so makes the same decision.
+    """
     rows = num_samples if current.ndim and current.shape[0] % num_samples == 0 else 1
+    if group is not None:
+        a = current.detach().double().reshape(rows, -1)
+        b = previous.detach().double().reshape(rows, -1)
+        sums = sum_over(torch.stack([(a - b).abs().sum(dim=1), b.abs().sum(dim=1)]), group)
+        return (sums[0] / sums[1].clamp_min(1e-12)).cpu().numpy()
     a = current.detach().float().reshape(rows, -1)
     b = previous.detach().float().reshape(rows, -1)
     change = (a - b).abs().mean(dim=1) / b.abs().mean(dim=1).clamp_min(1e-12)
