@@ -79,6 +79,10 @@ def _edit_arguments(parser) -> None:
 
 def _model_arguments(parser) -> None:
     add_model_argument(parser, "tiny-t2i")
+    parser.add_argument(
+        "--device", default=None,
+        help="where the model runs (default: cuda in float16 when available, else cpu in float32)",
+    )
     parser.add_argument("--cache-dir", help="artefact cache folder (default: ~/.cache/taocache/edit)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or keep cached artefacts")
     parser.add_argument(
@@ -150,10 +154,24 @@ def _cache_dir(args):
     return args.cache_dir or "default"
 
 
-def _load(recipe):
+def device_and_dtype(device: str | None):
+    """The device the model runs on and its dtype: float16 on CUDA (half the memory, the usual way SD runs),
+    float32 elsewhere (CPU kernels in float16 are slow or missing)."""
+    import torch
+
+    from ..recipes import check_device
+
+    check_device(device)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _load(recipe, device: str | None = None):
     from ..recipes import load_pipeline
 
-    pipe, recipe = load_pipeline(recipe, kind="image")
+    device, dtype = device_and_dtype(device)
+    pipe, recipe = load_pipeline(recipe, kind="image", device=device, dtype=dtype)
     if getattr(pipe, "unet", None) is None or not hasattr(pipe, "encode_prompt"):
         raise ValueError(
             f"{recipe.model} loads as {type(pipe).__name__}; editing needs a Stable Diffusion pipeline (a UNet "
@@ -194,7 +212,7 @@ def run_edit(args) -> int:
     steps = parse_list(args.sweep_steps_source, int, "--sweep-steps-source")
     # everything that can fail on the user's input does so before the model loads (or TaoCache calibrates)
     request = check_request(args.image, args.source, args.target, args.output, config, alphas, steps, args.force)
-    pipe, recipe = _load(recipe)
+    pipe, recipe = _load(recipe, args.device)
     cache_config = _taocache_config(args, pipe, config, [args.source, args.target])
     report = run_request(pipe, request, config, recipe, _cache_dir(args), args.force, cache_config)
     r = report.reconstruction
@@ -226,7 +244,7 @@ def run_batch_command(args) -> int:
     # the model's defaults, then the spec's [defaults], then the command line; each item's own settings last
     given = {k: v for k, v in _cli_settings(args).items() if v is not None}
     config = spec.configure(lambda defaults: default_config(recipe.name).with_values(**{**defaults, **given}))
-    pipe, recipe = _load(recipe)
+    pipe, recipe = _load(recipe, args.device)
     prompts = [p for item in spec.items for p in (item.source, item.target) if p.strip()] or ["a shape"]
     cache_config = _taocache_config(args, pipe, config, prompts)
     result = run_batch(
@@ -271,7 +289,7 @@ def run_eval_command(args) -> int:
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
     )
     settings.cases_to_run()  # checks the split and kinds before the model is loaded
-    pipe, recipe = _load(recipe)
+    pipe, recipe = _load(recipe, args.device)
     summary = run_evaluation(
         pipe, recipe.name, args.output_dir, settings, _cache_dir(args), restart=args.restart
     )
