@@ -130,5 +130,6 @@ def test_tune_then_evaluate_with_the_chosen_settings(model_dir, tmp_path, capsys
     capsys.readouterr()
     assert main(["edit-eval", "--cases", "1", "--output-dir", str(tmp_path / "x"), "--methods", "dall-e", *common]) == 2
     assert "--methods" in capsys.readouterr().err
+    assert main(["edit-tune", "--cases", "1", "--taocache", "--output-dir", str(tmp_path / "z"), *common]) == 2
     assert main(["edit-eval", "--cases", "1", "--split", "tune", "--output-dir", str(tmp_path / "y"),
                  "--settings-file", str(tune_dir / "choice.json"), *common]) == 2

@@ -361,6 +361,8 @@ def run_tune_command(args) -> int:
 
     if args.cases < 1:
         raise ValueError(f"--cases={args.cases} must be at least 1")
+    if args.taocache:
+        raise ValueError("--taocache times the method's sampling stage in edit-eval; settings are tuned uncached")
     recipe = _recipe(args)
     config = _config(args, recipe)
     methods = _parse_methods(args.methods)
