@@ -235,12 +235,16 @@ def test_scoring_recognises_a_perfect_and_a_failed_edit():
     case = EditCase("x", "move", source, Scene("square", "blue", "small", "dark", position="right"), seed=0)
     image = render(source, seed=0)
     perfect = score_edit(case, render(case.target, seed=0), image)
-    assert perfect["changed"] and perfect["identity"] and perfect["others_kept"]
-    assert perfect["background_psnr"] > 40
+    assert perfect["changed"] and perfect["caption_kept"] and perfect["subject_kept"] and perfect["background_kept"]
+    assert perfect["all_kept"] and perfect["background_psnr"] > 40
     unchanged = score_edit(case, image, image)
-    assert not unchanged["changed"] and unchanged["identity"]
+    assert not unchanged["changed"] and unchanged["identity"] and not unchanged["all_kept"]
     recoloured = score_edit(case, render(Scene("square", "red", "small", "dark", position="right"), seed=0), image)
-    assert recoloured["changed"] and not recoloured["identity"]
+    assert recoloured["changed"] and not recoloured["identity"] and not recoloured["caption_kept"]
+    # the caption redrawn from another seed: everything the caption says, nothing of this subject or background
+    redrawn = score_edit(case, render(case.target, seed=7), image)
+    assert redrawn["changed"] and redrawn["caption_kept"]
+    assert not redrawn["subject_kept"] and not redrawn["background_kept"] and not redrawn["all_kept"]
 
 
 def test_evaluation_streams_records_resumes_and_summarises(tmp_path, capsys):
@@ -253,17 +257,23 @@ def test_evaluation_streams_records_resumes_and_summarises(tmp_path, capsys):
     summary = run_evaluation(pipe, "tiny", out, settings, cache_dir=tmp_path / "cache", progress=False)
     lines = (out / "records.jsonl").read_text().splitlines()
     methods = sorted({json.loads(line)["method"] for line in lines})
-    assert methods == ["ddim-target", "non-rigid", "reconstruction/ddim", "reconstruction/negative-prompt",
-                       "reconstruction/null-text", "reconstruction/vae", "sdedit"]
-    assert len(lines) == 2 * 8  # per case: 4 reconstructions, the edit, one sweep setting, two baselines
-    assert summary["methods"]["non-rigid"]["n"] == 2 and summary["sdedit_strength"] == 0.75
+    assert methods == ["ddim-target", "masactrl", "non-rigid", "reconstruction/ddim", "reconstruction/negative-prompt",
+                       "reconstruction/null-text", "reconstruction/vae", "reference/redraw", "reference/same-seed",
+                       "sdedit"]
+    # per case: 2 reference renders, 4 reconstructions, the edit, one sweep setting, three baselines
+    assert len(lines) == 2 * 11
+    assert summary["methods"]["non-rigid"]["n"] == 2
+    assert summary["settings"]["methods"]["sdedit"] == [{"strength": 0.75}]
     ours = summary["methods"]["non-rigid"]
-    low, high = ours["intervals"]["success_and_identity"]
-    assert low <= ours["success_and_identity"] <= high and high - low > 0.5  # two cases say little
-    assert set(summary["targets"]) >= {"cases >= 20", "reconstruction_psnr >= 30 dB"}
-    assert not summary["targets"]["cases >= 20"]
+    low, high = ours["intervals"]["all_kept"]
+    assert low <= ours["all_kept"] <= high and high - low > 0.5  # two cases say little
+    assert summary["references"]["same-seed"]["all_kept"] == 1.0
+    assert summary["references"]["redraw"]["subject_kept"] == 0.0
+    assert set(summary["comparisons"]) == {"ddim-target", "sdedit", "masactrl"}
+    assert set(summary["targets"]) >= {"cases >= 48", "reconstruction_psnr >= 30 dB"}
+    assert not summary["targets"]["cases >= 48"]
     assert "| non-rigid |" in (out / "summary.md").read_text()
-    assert format_rate(ours["success_and_identity"], (low, high)) in (out / "summary.md").read_text()
+    assert format_rate(ours["all_kept"], (low, high)) in (out / "summary.md").read_text()
     assert json.loads((out / "summary.json").read_text())["methods"].keys() == summary["methods"].keys()
 
     # an interrupted write leaves a broken last line: it is dropped and that record measured again
@@ -281,7 +291,7 @@ def test_evaluation_streams_records_resumes_and_summarises(tmp_path, capsys):
     assert build_cases(3)[:2] == build_cases(2)
     three = EvalSettings(cases=3, config=config, sweep_alpha=(1.0, 0.0), sweep_steps_source=())
     summary = run_evaluation(pipe, "tiny", out, three, cache_dir=tmp_path / "cache", progress=False)
-    assert len((out / "records.jsonl").read_text().splitlines()) == len(lines) + 2 + 9
+    assert len((out / "records.jsonl").read_text().splitlines()) == len(lines) + 2 + 12
     assert summary["methods"]["non-rigid"]["n"] == 3
 
     with pytest.raises(ValueError, match="other settings"):

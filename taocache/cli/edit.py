@@ -53,21 +53,62 @@ def register(subparsers) -> None:
         "--output-dir", default="eval/results/edit", help="where records and summaries go (under the current folder)"
     )
     evaluate.add_argument(
-        "--sweep-alpha", default="0,1", help="alphas also scored ('' for none)"
+        "--sweep-alpha", default="", help="alphas of the method also scored, e.g. 0,1 (default: none)"
     )
     evaluate.add_argument(
-        "--sweep-steps-source", default="10,20", help="S values of the alpha sweep ('' for --steps-source only)"
+        "--sweep-steps-source", default="", help="S values of the alpha sweep (default: the method's S only)"
     )
+    evaluate.add_argument(
+        "--settings-file",
+        help="each method's setting as chosen on tune edits (the choice.json `taocache edit-tune` writes)",
+    )
+    _methods_argument(evaluate)
     evaluate.add_argument("--restart", action="store_true", help="discard earlier records in --output-dir")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the case selection")
     evaluate.add_argument(
-        "--split", choices=SPLITS, default="test",
+        "--split", choices=[n for n in SPLITS if n != "train"], default="test",
         help="scenes to edit: test (the evaluation) or tune (for choosing settings)",
     )
     evaluate.add_argument("--kinds", default="move,resize", help="edit kinds to alternate over (move, resize)")
     _model_arguments(evaluate)
     _setting_arguments(evaluate)
     evaluate.set_defaults(func=run_eval_command)
+
+    tune = subparsers.add_parser(
+        "edit-tune",
+        help="choose each editing method's setting on tune edits, trying as many settings of each",
+        description="Try --size settings of each method on --cases move/resize edits of the sample world's tune "
+        "scenes and write the best of each (by the rate of edits that keep everything) to OUTPUT_DIR/choice.json, "
+        "which `taocache edit-eval --settings-file` reads.",
+    )
+    tune.add_argument("--cases", type=int, default=32, help="number of tune edits (default 32)")
+    tune.add_argument("--size", type=int, default=4, help="settings tried per method (default 4)")
+    tune.add_argument("--output-dir", default="eval/results/edit-tune", help="where records and choice.json go")
+    tune.add_argument("--restart", action="store_true", help="discard earlier records in --output-dir")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the case selection")
+    _methods_argument(tune)
+    _model_arguments(tune)
+    _setting_arguments(tune)
+    tune.set_defaults(func=run_tune_command)
+
+
+def _methods_argument(parser) -> None:
+    from ..edit.methods import METHODS
+
+    parser.add_argument(
+        "--methods", default=",".join(METHODS),
+        help=f"comma-separated methods to run (default: all of {', '.join(METHODS)})",
+    )
+
+
+def _parse_methods(text: str) -> tuple:
+    from ..edit.methods import METHODS
+
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ValueError(f"--methods={text!r} must name some of {', '.join(METHODS)}")
+    return methods
 
 
 def _edit_arguments(parser) -> None:
@@ -79,6 +120,10 @@ def _edit_arguments(parser) -> None:
 
 def _model_arguments(parser) -> None:
     add_model_argument(parser, "tiny-t2i")
+    parser.add_argument(
+        "--device", default=None,
+        help="where the model runs (default: cuda in float16 when available, else cpu in float32)",
+    )
     parser.add_argument("--cache-dir", help="artefact cache folder (default: ~/.cache/taocache/edit)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or keep cached artefacts")
     parser.add_argument(
@@ -150,10 +195,24 @@ def _cache_dir(args):
     return args.cache_dir or "default"
 
 
-def _load(recipe):
+def device_and_dtype(device: str | None):
+    """The device the model runs on and its dtype: float16 on CUDA (half the memory, the usual way SD runs),
+    float32 elsewhere (CPU kernels in float16 are slow or missing)."""
+    import torch
+
+    from ..recipes import check_device
+
+    check_device(device)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _load(recipe, device: str | None = None):
     from ..recipes import load_pipeline
 
-    pipe, recipe = load_pipeline(recipe, kind="image")
+    device, dtype = device_and_dtype(device)
+    pipe, recipe = load_pipeline(recipe, kind="image", device=device, dtype=dtype)
     if getattr(pipe, "unet", None) is None or not hasattr(pipe, "encode_prompt"):
         raise ValueError(
             f"{recipe.model} loads as {type(pipe).__name__}; editing needs a Stable Diffusion pipeline (a UNet "
@@ -194,7 +253,7 @@ def run_edit(args) -> int:
     steps = parse_list(args.sweep_steps_source, int, "--sweep-steps-source")
     # everything that can fail on the user's input does so before the model loads (or TaoCache calibrates)
     request = check_request(args.image, args.source, args.target, args.output, config, alphas, steps, args.force)
-    pipe, recipe = _load(recipe)
+    pipe, recipe = _load(recipe, args.device)
     cache_config = _taocache_config(args, pipe, config, [args.source, args.target])
     report = run_request(pipe, request, config, recipe, _cache_dir(args), args.force, cache_config)
     r = report.reconstruction
@@ -226,7 +285,7 @@ def run_batch_command(args) -> int:
     # the model's defaults, then the spec's [defaults], then the command line; each item's own settings last
     given = {k: v for k, v in _cli_settings(args).items() if v is not None}
     config = spec.configure(lambda defaults: default_config(recipe.name).with_values(**{**defaults, **given}))
-    pipe, recipe = _load(recipe)
+    pipe, recipe = _load(recipe, args.device)
     prompts = [p for item in spec.items for p in (item.source, item.target) if p.strip()] or ["a shape"]
     cache_config = _taocache_config(args, pipe, config, prompts)
     result = run_batch(
@@ -256,9 +315,26 @@ def run_eval_command(args) -> int:
     if args.cases < 1:
         raise ValueError(f"--cases={args.cases} must be at least 1")
     recipe = _recipe(args)
+    config, methods = _config(args, recipe), None
+    if args.settings_file:
+        from ..edit.tuning import load_choice
+
+        if args.split == "tune":
+            raise ValueError("--settings-file holds settings chosen on tune edits; evaluate them on --split test")
+        chosen_config, methods = load_choice(args.settings_file)
+        config = chosen_config.with_values(**_cli_settings(args))
+    selected = _parse_methods(args.methods)
+    if methods is None:
+        from ..edit.methods import default_settings
+
+        methods = {m: [s] for m, s in default_settings(config).items()}
+    missing = [m for m in selected if m not in methods]
+    if missing:
+        raise ValueError(f"--settings-file {args.settings_file} chose no setting for {', '.join(missing)}")
     settings = EvalSettings(
         cases=args.cases,
-        config=_config(args, recipe),
+        config=config,
+        methods={m: methods[m] for m in selected},
         sweep_alpha=tuple(parse_list(args.sweep_alpha, float, "--sweep-alpha") or ())
         if args.sweep_alpha
         else (),
@@ -271,10 +347,32 @@ def run_eval_command(args) -> int:
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
     )
     settings.cases_to_run()  # checks the split and kinds before the model is loaded
-    pipe, recipe = _load(recipe)
+    pipe, recipe = _load(recipe, args.device)
     summary = run_evaluation(
         pipe, recipe.name, args.output_dir, settings, _cache_dir(args), restart=args.restart
     )
     print(summary_markdown(summary))
     print(json.dumps(summary["targets"], indent=2))
+    return 0
+
+
+def run_tune_command(args) -> int:
+    from ..edit.tuning import run_tuning
+
+    if args.cases < 1:
+        raise ValueError(f"--cases={args.cases} must be at least 1")
+    if args.taocache:
+        raise ValueError("--taocache times the method's sampling stage in edit-eval; settings are tuned uncached")
+    recipe = _recipe(args)
+    config = _config(args, recipe)
+    methods = _parse_methods(args.methods)
+    from ..edit.methods import tune_grid
+
+    tune_grid(config, args.size)  # checks the size before the model loads
+    pipe, recipe = _load(recipe, args.device)
+    choice = run_tuning(pipe, recipe.name, args.output_dir, config, args.cases, args.size, args.seed, methods,
+                        _cache_dir(args), restart=args.restart)
+    for method, setting in choice["chosen"].items():
+        print(f"{method}: {setting}")
+    print(f"choice written to {args.output_dir}/choice.json")
     return 0

@@ -17,11 +17,16 @@ from .config import EditConfig
 
 METHOD = "non-rigid"
 CACHED = "non-rigid+taocache"
-BASELINES = ("ddim-target", "sdedit")
+BASELINES = ("ddim-target", "sdedit", "masactrl")
+#: Renders scored like edits, read beside them: the target caption drawn with the input's seed (what an edit
+#: that keeps everything would give: every flag should pass) and with another seed (a perfect redraw that keeps
+#: nothing of the instance: the chance level of the subject and background flags).
+REFERENCES = ("reference/same-seed", "reference/redraw")
+REDRAW_SEED_OFFSET = 100_000
 INVERSION_CHECKS = ("null-text", "negative-prompt", "ddim")
 RECONSTRUCTIONS = ("reconstruction/vae",) + tuple(f"reconstruction/{m}" for m in INVERSION_CHECKS)
 #: Targets the evaluation checks (see docs/editing.md).
-TARGETS = {"reconstruction_psnr": 30.0, "min_cases": 20, "edit_success": 0.70, "identity_kept": 0.90}
+TARGETS = {"reconstruction_psnr": 30.0, "min_cases": 48, "edit_success": 0.70, "subject_kept": 0.90}
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,16 @@ class EvalSettings:
 
     cases: int = 48
     config: EditConfig = dataclasses.field(default_factory=EditConfig)
-    sweep_alpha: tuple = (0.0, 1.0)
-    sweep_steps_source: tuple = (10, 20)
+    sweep_alpha: tuple = ()
+    sweep_steps_source: tuple = ()
     taocache: bool = False
     seed: int = 0
     split: str = "test"
     kinds: tuple = KINDS
+    #: method -> the settings tried on every case, the first being the one reported (None: the defaults of
+    #: ``methods.default_settings``, one each; the tuning step passes a grid, the test run the tuned choice).
+    methods: dict | None = None
+    reconstructions: bool = True
 
     def __post_init__(self):
         if self.config.steps_source >= self.config.num_steps:
@@ -89,6 +98,30 @@ class EvalSettings:
             self.config.with_values(alpha=alpha)
         for steps in self.sweep_steps_source:
             self.config.with_values(steps_source=steps)
+        from .methods import check_setting, default_settings
+
+        methods = self.methods if self.methods is not None else {
+            m: [s] for m, s in default_settings(self.config).items()}
+        if not methods or any(not settings for settings in methods.values()):
+            raise ValueError(f"methods={methods!r} must give each method at least one setting")
+        self.methods = {m: [check_setting(m, dict(s), self.config) for s in settings]
+                        for m, settings in methods.items()}
+
+    def main_setting(self, method: str) -> dict | None:
+        """The setting reported for ``method`` (None when it is not run)."""
+        return self.methods[method][0] if method in self.methods else None
+
+    def runs(self) -> list[tuple[str, dict, bool]]:
+        """(method, setting, is a sweep point) of every edit made per case; the method's alpha x S sweep last."""
+        runs = [(m, s, False) for m, settings in self.methods.items() for s in settings]
+        if METHOD in self.methods:
+            main = self.main_setting(METHOD)
+            for steps in self.sweep_steps_source or (main["steps_source"],):
+                for alpha in self.sweep_alpha:
+                    setting = {"steps_source": steps, "alpha": alpha}
+                    if all(setting != s for m, s, _ in runs if m == METHOD):
+                        runs.append((METHOD, setting, True))
+        return runs
 
     def cases_to_run(self) -> list[EditCase]:
         return build_cases(self.cases, self.seed, self.split, self.kinds)
@@ -105,4 +138,6 @@ class EvalSettings:
             "seed": self.seed,
             "split": self.split,
             "kinds": list(self.kinds),
+            "methods": self.methods,
+            "reconstructions": self.reconstructions,
         }

@@ -95,13 +95,10 @@ def _check_positive(name, value):
         raise ValueError(f"EditConfig.{name}={value!r} must be a number greater than 0 and at most 1")
 
 
-#: Settings measured on a model's own training scenes, by recipe name, where the published ones fall short.
-#: tiny-t2i: null-text inversion with the published step (1e-2, 10 inner steps) and with 5e-2 and 30 inner
-#: steps reconstruct alike (34.97 and 35.25 dB on 6 training images); the larger step reaches its early stop
-#: sooner, so it takes 12 s an image instead of 34 s. Guidance 7.5 bends this model's squares into
-#: four-pointed stars that read as circles; at its recipe's guidance 2 it draws them. On 24 training edits at
-#: guidance 2, S=3 with alpha 0.5 moved or resized every shape and kept 92% of the identities (the best of
-#: S 3-10 x alpha 0-1; at guidance 3 the best setting kept 88%, at 7.5 on 12 edits 75%; docs/editing.md).
+#: Settings by recipe name where the published ones fall short. tiny-t2i: chosen for the model embedded before
+#: the sample world gained its textures, on its training scenes (guidance 2, the recipe's; a larger null-text
+#: step that reconstructs as well in a third of the time; S and alpha). Evaluations now choose every method's
+#: setting on tune edits with `taocache edit-tune` (docs/editing.md).
 MODEL_DEFAULTS: dict[str, dict] = {
     "tiny-t2i": {"null_lr": 5e-2, "null_inner_steps": 30, "guidance_scale": 2.0, "steps_source": 3, "alpha": 0.5},
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import EditConfig
 from .editor import NonRigidEditor
-from .inputs import check_prompt, fit_to_model, load_image, model_size
+from .inputs import check_prompt, fit_to_model, load_image, model_size, restore_to_input
 from .outputs import check_writable, grid_path, make_grid, save_image
 from .scoring import fidelity
 
@@ -95,7 +95,7 @@ def run_request(
 
     edits = [[editor.edit(prepared, a, s, cache_config) for a in alphas] for s in steps_sources]
     chosen = edits[steps_sources.index(config.steps_source)][alphas.index(config.alpha)]
-    save_image(chosen.image, output, overwrite=overwrite)
+    save_image(restore_to_input(chosen.image, request.image), output, overwrite=overwrite)  # at the input's size
     grid_image = make_grid(
         image, reconstruction, [[e.image for e in row] for row in edits], steps_sources, alphas
     )

@@ -1,10 +1,13 @@
 """Evaluation of non-rigid editing on the sample world, where every edit can be scored without a learned judge.
 
-The cases (``cases.py``) are held-out move and resize edits; each is scored (``scoring.py``) for the change
-asked, the identity kept and the input preserved. The method runs beside two baselines at matched settings:
-DDIM inversion + target prompt, and SDEdit at the strength at which the method injects the edit. Records
-stream to ``records.jsonl`` (``records.py``; a rerun with the same settings skips what is there), and
-``summary.json`` and ``summary.md`` (``summary.py``) are written at the end.
+The cases (``cases.py``) are move and resize edits of still scenes of one split; each edit is scored
+(``scoring.py``) for the change asked, the caption's attributes kept, the subject kept (shade and stripes,
+which no caption says) and the background kept. The method runs beside its baselines (``methods.py``), each
+at its own setting (chosen on tune edits by ``tuning.py``) or at a grid of settings (the tuning run itself).
+Two renders are scored beside them: the target with the input's seed (every flag should pass) and with
+another seed (a perfect redraw, the chance level). Records stream to ``records.jsonl`` (``records.py``; a
+rerun with the same settings skips what is there), and ``summary.json`` and ``summary.md`` (``summary.py``)
+are written at the end.
 """
 
 from __future__ import annotations
@@ -18,12 +21,21 @@ from ..results import atomic_write_text, write_json
 from ..world import render, scenes_of
 from .acceleration import calibrated_cache_config
 from .artefacts import model_identity
-from .baselines import ddim_target_edit, sdedit_edit
-from .cases import CACHED, INVERSION_CHECKS, METHOD, RECONSTRUCTIONS, EvalSettings, build_cases
+from .cases import (
+    CACHED,
+    INVERSION_CHECKS,
+    METHOD,
+    RECONSTRUCTIONS,
+    REDRAW_SEED_OFFSET,
+    REFERENCES,
+    EvalSettings,
+    build_cases,
+)
 from .config import EditConfig
 from .editor import NonRigidEditor
 from .inputs import model_size
 from .latents import decode_latent
+from .methods import run_baseline
 from .records import RecordFile
 from .scoring import fidelity, score_edit
 from .summary import summarise, summary_markdown
@@ -53,10 +65,9 @@ def run_evaluation(
     if settings.taocache and cache_config is None:
         cache_config = _calibrated_taocache(pipe, config, output_dir, settings.seed)
     editor = NonRigidEditor(pipe, config, cache_dir=cache_dir, progress=False)
-    strength = (config.num_steps - config.steps_source) / config.num_steps
     started = time.perf_counter()
     for case in tqdm(settings.cases_to_run(), desc="edit cases", disable=not progress):
-        _run_case(pipe, editor, case, config, settings, records, strength, cache_config)
+        _run_case(pipe, editor, case, settings, records, cache_config)
     summary = summarise(records.records, settings, model_name, time.perf_counter() - started, identity)
     write_json(output_dir / "summary.json", summary)
     atomic_write_text(output_dir / "summary.md", summary_markdown(summary))
@@ -77,105 +88,45 @@ def _calibrated_taocache(pipe, config: EditConfig, output_dir: Path, seed: int):
     return calibrated_cache_config(pipe, prompts, call, output_dir / "taocache-calibration.json")
 
 
-def _run_case(pipe, editor, case, config, settings, records, strength, cache_config):
+def _run_case(pipe, editor, case, settings: EvalSettings, records: RecordFile, cache_config):
+    config = settings.config
     image = render(case.source, seed=case.seed)
-    base = {
-        "case": case.case_id,
-        "kind": case.kind,
-        "source": case.source.caption,
-        "target": case.target.caption,
-    }
-    todo_main = not records.has(case.case_id, METHOD, alpha=config.alpha, steps_source=config.steps_source)
-    sweep = [
-        (a, s)
-        for s in (settings.sweep_steps_source or (config.steps_source,))
-        for a in settings.sweep_alpha
-        if (a, s) != (config.alpha, config.steps_source)
-    ]
-    todo_sweep = [(a, s) for a, s in sweep if not records.has(case.case_id, METHOD, alpha=a, steps_source=s)]
-    todo_cached = cache_config is not None and not records.has(case.case_id, CACHED)
-    todo_reconstructions = not all(records.has(case.case_id, m) for m in RECONSTRUCTIONS)
-    if todo_main or todo_sweep or todo_cached or todo_reconstructions:
+    base = {"case": case.case_id, "kind": case.kind, "source": case.source.caption, "target": case.target.caption}
+    for name, seed in zip(REFERENCES, (case.seed, case.seed + REDRAW_SEED_OFFSET)):
+        if not records.has(case.case_id, name):
+            records.add({**base, "method": name, **score_edit(case, render(case.target, seed=seed), image)})
+    todo = [(m, s, sweep) for m, s, sweep in settings.runs() if not records.has(case.case_id, m, setting=s)]
+    ours = [(s, sweep) for m, s, sweep in todo if m == METHOD]
+    main = settings.main_setting(METHOD)
+    todo_cached = cache_config is not None and main is not None and not records.has(case.case_id, CACHED)
+    todo_reconstructions = settings.reconstructions and not all(records.has(case.case_id, m) for m in RECONSTRUCTIONS)
+    if ours or todo_cached or todo_reconstructions:
         prepared = editor.prepare(image, case.source.caption, case.target.caption, config)
         prep = {"prepare_seconds": prepared.seconds, "prepared_from_cache": prepared.from_cache}
         if todo_reconstructions:
             _reconstructions(pipe, editor, case, image, prepared, records, base)
-        main_edit = None
-        if todo_main or todo_cached:
-            main_edit = editor.edit(prepared)
-        if todo_main:
-            records.add(
-                {
-                    **base,
-                    "method": METHOD,
-                    "alpha": config.alpha,
-                    "steps_source": config.steps_source,
-                    "seconds": main_edit.seconds,
-                    **prep,
-                    **score_edit(case, main_edit.image, image),
-                }
-            )
-        for alpha, steps_source in todo_sweep:
-            edit = editor.edit(prepared, alpha, steps_source)
-            records.add(
-                {
-                    **base,
-                    "method": METHOD,
-                    "alpha": alpha,
-                    "steps_source": steps_source,
-                    "sweep": True,
-                    "seconds": edit.seconds,
-                    **score_edit(case, edit.image, image),
-                }
-            )
+        uncached = None
+        for setting, sweep in ours:
+            edit = editor.edit(prepared, setting["alpha"], setting["steps_source"])
+            uncached = edit if setting == main else uncached
+            records.add({**base, "method": METHOD, "setting": setting, **setting, "sweep": sweep,
+                         "seconds": edit.seconds, **prep, **score_edit(case, edit.image, image)})
         if todo_cached:
-            cached = editor.edit(prepared, cache_config=cache_config)
-            records.add(
-                {
-                    **base,
-                    "method": CACHED,
-                    "alpha": config.alpha,
-                    "steps_source": config.steps_source,
-                    "seconds": cached.seconds,
-                    "uncached_seconds": main_edit.seconds,
-                    "psnr_vs_uncached": psnr(cached.image, main_edit.image),
-                    "cache_stats": cached.cache.get("stats"),
-                    **score_edit(case, cached.image, image),
-                }
-            )
-    if not records.has(case.case_id, "ddim-target"):
+            uncached = uncached or editor.edit(prepared, main["alpha"], main["steps_source"])
+            cached = editor.edit(prepared, main["alpha"], main["steps_source"], cache_config)
+            records.add({
+                **base, "method": CACHED, "setting": main, **main, "seconds": cached.seconds,
+                "uncached_seconds": uncached.seconds, "psnr_vs_uncached": psnr(cached.image, uncached.image),
+                "cache_stats": cached.cache.get("stats"), **score_edit(case, cached.image, image),
+            })
+    for method, setting, _ in todo:
+        if method == METHOD:
+            continue
         start = time.perf_counter()
-        out = ddim_target_edit(
-            pipe, image, case.source.caption, case.target.caption, config.num_steps, config.guidance_scale
-        )
-        records.add(
-            {
-                **base,
-                "method": "ddim-target",
-                "seconds": time.perf_counter() - start,
-                **score_edit(case, out, image),
-            }
-        )
-    if not records.has(case.case_id, "sdedit"):
-        start = time.perf_counter()
-        out = sdedit_edit(
-            pipe,
-            image,
-            case.target.caption,
-            strength,
-            config.num_steps,
-            config.guidance_scale,
-            seed=case.seed,
-        )
-        records.add(
-            {
-                **base,
-                "method": "sdedit",
-                "strength": strength,
-                "seconds": time.perf_counter() - start,
-                **score_edit(case, out, image),
-            }
-        )
+        out = run_baseline(pipe, method, setting, image, case.source.caption, case.target.caption, config,
+                           seed=case.seed)
+        records.add({**base, "method": method, "setting": setting, "seconds": time.perf_counter() - start,
+                     **score_edit(case, out, image)})
 
 
 def _reconstructions(pipe, editor, case, image, prepared, records, base):

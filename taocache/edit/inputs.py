@@ -2,7 +2,8 @@
 
 An image is brought to what the model expects (RGB, the model's size) with every change logged: transparency
 is composited over white, greyscale and palette images are expanded to RGB, and a differently shaped image is
-centre-cropped to the model's aspect ratio and resized.
+centre-cropped to the model's aspect ratio and resized. The edit is put back at the input's size: resized to
+the crop and pasted over it, so a photo of any size and aspect comes back whole, edited where the model saw it.
 """
 
 from __future__ import annotations
@@ -72,21 +73,45 @@ def to_rgb(image, name: str = "image"):
     return image.convert("RGB")
 
 
+def crop_box(size: tuple[int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred crop of an image of ``size`` (w, h) with the model's
+    aspect ratio."""
+    w, h = size
+    target_ratio = width / height
+    if w / h > target_ratio:  # too wide: crop the sides
+        new_w = max(1, round(h * target_ratio))
+        left = (w - new_w) // 2
+        return (left, 0, left + new_w, h)
+    new_h = max(1, round(w / target_ratio))  # too tall: crop top and bottom
+    top = (h - new_h) // 2
+    return (0, top, w, top + new_h)
+
+
+def restore_to_input(edit: np.ndarray, original) -> np.ndarray:
+    """The edit ((H, W, 3) floats at the model's size) at the size of ``original`` (the RGB PIL input): resized
+    to the crop :func:`fit_to_model` took and pasted over it; the rest of the input as it was."""
+    from PIL import Image
+
+    edit = np.clip(np.asarray(edit, dtype=np.float32), 0.0, 1.0)
+    height, width = edit.shape[:2]
+    if original.size == (width, height):
+        return edit
+    left, top, right, bottom = crop_box(original.size, height, width)
+    pixels = Image.fromarray(np.uint8(np.rint(edit * 255.0)))
+    resized = pixels.resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+    restored = np.asarray(original.convert("RGB"), dtype=np.float32) / 255.0
+    restored = restored.copy()
+    restored[top:bottom, left:right] = np.asarray(resized, dtype=np.float32) / 255.0
+    return restored
+
+
 def fit_to_model(image, height: int, width: int, name: str = "image") -> np.ndarray:
     """(height, width, 3) float32 array in [0, 1]: centre crop to the model's aspect ratio, then resize."""
     from PIL import Image
 
     w, h = image.size
     if (w, h) != (width, height):
-        target_ratio = width / height
-        if w / h > target_ratio:  # too wide: crop the sides
-            new_w = max(1, round(h * target_ratio))
-            left = (w - new_w) // 2
-            box = (left, 0, left + new_w, h)
-        else:  # too tall: crop top and bottom
-            new_h = max(1, round(w / target_ratio))
-            top = (h - new_h) // 2
-            box = (0, top, w, top + new_h)
+        box = crop_box((w, h), height, width)
         image = image.crop(box).resize((width, height), Image.Resampling.LANCZOS)
         logger.info(
             "%s: %dx%d centre-cropped to %dx%d and resized to %dx%d (the model's size)",
