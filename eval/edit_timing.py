@@ -1,6 +1,6 @@
 """CPU seconds of each stage of one editing case: how long the tuning and test runs will take on this machine.
 
-    python eval/edit_timing.py --model runs/tiny-t2i.toml --guidance-scale 3
+    python eval/edit_timing.py --model tiny-t2i --guidance-scale 3
 
 CPU seconds of the process (``time.process_time``) are printed beside wall seconds: on a shared machine the
 wall time stretches, the CPU time much less. Nothing is cached, so preparation is measured in full.

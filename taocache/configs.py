@@ -44,9 +44,10 @@ def save_configs(path: str | Path, configs, tuned: dict | None = None, overwrite
     for config in configs:
         if type(config).__name__ not in registry.saveable():
             raise TypeError(f"cannot save a {type(config).__name__}; supported: {registry.saveable()}")
-    refuse_overwrite(path, overwrite)
 
     def write() -> Path:
+        # checked by the writing rank only: another rank checking after rank 0 wrote would see the new file
+        refuse_overwrite(path, overwrite)
         caches = [registry.entry(c, path, overwrite) for c in configs]  # a calibration held in memory: beside it
         data = {"format": FORMAT, "version": VERSION, "caches": caches}
         if tuned is not None:

@@ -95,12 +95,12 @@ def _check_positive(name, value):
         raise ValueError(f"EditConfig.{name}={value!r} must be a number greater than 0 and at most 1")
 
 
-#: Settings by recipe name where the published ones fall short. tiny-t2i: chosen for the model embedded before
-#: the sample world gained its textures, on its training scenes (guidance 2, the recipe's; a larger null-text
-#: step that reconstructs as well in a third of the time; S and alpha). Evaluations now choose every method's
-#: setting on tune edits with `taocache edit-tune` (docs/editing.md).
+#: Settings by recipe name where the published ones fall short. tiny-t2i: the guidance its recipe draws with
+#: (3, chosen on tune captions; docs at samples/README.md), a larger null-text step that reconstructs as well
+#: in a third of the time, S and alpha from the model embedded before the world gained its textures.
+#: Evaluations choose every method's setting on tune edits with `taocache edit-tune` (docs/editing.md).
 MODEL_DEFAULTS: dict[str, dict] = {
-    "tiny-t2i": {"null_lr": 5e-2, "null_inner_steps": 30, "guidance_scale": 2.0, "steps_source": 3, "alpha": 0.5},
+    "tiny-t2i": {"null_lr": 5e-2, "null_inner_steps": 30, "guidance_scale": 3.0, "steps_source": 3, "alpha": 0.5},
 }
 
 

@@ -47,7 +47,9 @@ class TaoCacheConfig:
             turned back into an output at the predicted step's noise level (:mod:`.space`). The estimate
             converges in the late steps, the literal fixed point. It needs a scheduler that says its
             parametrisation (flow, epsilon or v-prediction); elsewhere TaoCache predicts outputs and says so.
-            Calibrations hold the statistics of both spaces.
+            Calibrations hold the statistics of both spaces. ``"estimate"`` is the default: on tune captions
+            of the embedded models it measured at least as close to the full run as ``"output"`` at the
+            same cost (docs/algorithm.md, section 6).
         calibration: A :class:`~taocache.cache.calibration.Calibration`, a path to its JSON file, or None to
             look one up in ``calibration_dir`` and the package's shipped calibrations (preferring one measured
             on at least 50 steps, resampled for shorter runs).
@@ -73,7 +75,7 @@ class TaoCacheConfig:
     max_consecutive: int = 1
     final_steps: int = 1
     weigh_by_step: bool = True
-    space: str = "output"
+    space: str = "estimate"
     calibration: Any = None
     calibration_dir: str | os.PathLike | None = None
     auto_calibrate: bool = True
