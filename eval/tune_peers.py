@@ -40,9 +40,21 @@ def candidates(steps: int) -> dict[str, list[dict]]:
     """Each method's candidate settings, mild to aggressive (call ratios from about 1.2x to past 3x)."""
     late, early = max(2, round(0.3 * steps)), max(1, round(0.1 * steps))
     return {
-        "taocache": [{"error_budget": b, "max_consecutive": k} for k in (1, 2) for b in (0.1, 0.2, 0.4, 0.8)]
-        + [{"predictor": "reuse", "error_budget": b, "max_consecutive": 2} for b in (0.8, 1.6)]
-        + [{"error_budget": 1.6, "max_consecutive": 3}, {"error_budget": 3.2, "max_consecutive": 3}],
+        # Like TaylorSeer's and static skipping's, TaoCache's candidates vary where skipping may start.
+        "taocache": [
+            {"start_fraction": 0.3, "error_budget": 0.2, "max_consecutive": 1},
+            {"start_fraction": 0.3, "error_budget": 0.1, "max_consecutive": 1},
+            {"start_fraction": 0.2, "error_budget": 0.2, "max_consecutive": 1},
+            {"start_fraction": 0.2, "error_budget": 0.1, "max_consecutive": 1},
+            {"start_fraction": 0.3, "error_budget": 0.8, "max_consecutive": 2},
+            {"start_fraction": 0.3, "error_budget": 0.4, "max_consecutive": 2},
+            {"start_fraction": 0.2, "error_budget": 0.8, "max_consecutive": 2, "predictor": "reuse"},
+            {"start_fraction": 0.2, "error_budget": 0.8, "max_consecutive": 2},
+            {"start_fraction": 0.2, "error_budget": 1.6, "max_consecutive": 3},
+            {"start_fraction": 0.2, "error_budget": 1.6, "max_consecutive": 3, "predictor": "reuse"},
+            {"start_fraction": 0.1, "error_budget": 3.2, "max_consecutive": 3},
+            {"start_fraction": 0.1, "error_budget": 3.2, "max_consecutive": 4},
+        ],
         "teacache": [{"rel_l1_thresh": t} for t in (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5)],
         "easycache": [{"threshold": t} for t in (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5)],
         "magcache": [{"threshold": t, "max_skip_steps": k} for k in (2, 4) for t in (0.02, 0.04, 0.08, 0.16, 0.32, 0.64)],
@@ -161,13 +173,14 @@ def main(argv=None) -> int:
     settings = aggregate(runs)["settings"]
     chosen, notes = {}, {}
     for name in names:
-        own = [s for s in settings if s["method"] == name]
+        given = {m.label: m.given for m in methods}
+        # this run's candidates only: a resumed results file may hold those of an earlier candidate list
+        own = [s for s in settings if s["method"] == name and s["label"] in given]
         kept = bracketing(own)
         if not kept:
             errors = sorted({str(s["error"]) for s in own if s.get("error")})
             logger.warning("%s: no candidate ran (%s); left out", name, "; ".join(errors) or "no runs")
             continue
-        given = {m.label: m.given for m in methods}
         chosen[name] = [given[s["label"]] for s in kept]
         notes[name] = (
             f"{args.per_method} candidates on {len(prompts)} tune captions x seeds {args.seeds} ({steps} steps); "

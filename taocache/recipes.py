@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import tomllib
 
 from .core.data import data_path, data_root
 

@@ -3,9 +3,9 @@ that moves one of them fails here, by name. The installed release must be in the
 declares."""
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from taocache.testing import tiny_wan_pipeline
 from taocache.recipes import Recipe, find_recipe, list_recipes, load_pipeline, with_call
+from taocache.testing import tiny_wan_pipeline
 
 
 def test_every_shipped_recipe_loads_and_names_its_setting():

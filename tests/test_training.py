@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
 
-import trainlib  # noqa: E402
+import trainlib
 
 CAPTION = "a small red circle on the left on a dark background"
 

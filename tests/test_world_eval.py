@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 
-from taocache.testing import tiny_sd_pipeline, tiny_wan_pipeline
 from taocache.cli import main
 from taocache.recipes import Recipe
+from taocache.testing import tiny_sd_pipeline, tiny_wan_pipeline
 from taocache.world import scenes_of
 from taocache.world.evaluate import autoencoder_psnr, caption_agreement, evaluate_model, scored_scenes
 from taocache.world.scenes import render

@@ -28,10 +28,9 @@ A prompt file has one prompt a line; blank lines and lines starting with ``#`` a
 from __future__ import annotations
 
 import itertools
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from ..core.data import data_path, data_root
 from .methods import Method, make_method

@@ -23,10 +23,10 @@ item's own.
 from __future__ import annotations
 
 import logging
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import tomllib
 from tqdm.auto import tqdm
 
 from .config import EditConfig
