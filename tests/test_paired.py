@@ -9,6 +9,7 @@ from taocache.metrics.paired import (
     MIN_PAIRS,
     PSNR_CAP,
     at_ratio,
+    between_decibels,
     compare_at_ratio,
     leads,
     paired_difference,
@@ -101,12 +102,21 @@ def test_bad_inputs_raise_clear_errors(a, b, options, message):
 def test_interpolates_per_pair_between_the_bracketing_settings():
     slow, mid, fast = np.array([40.0, 30.0]), np.array([34.0, 26.0]), np.array([20.0, 10.0])
     settings = [(3.0, fast), (1.2, slow), (1.8, mid)]  # any order
+    # Without a cap (SSIM, CVVDP) the values themselves are interpolated.
     # 1.5 lies halfway between 1.2 and 1.8: the mean of those two settings, pair by pair.
-    np.testing.assert_allclose(at_ratio(settings, 1.5), [37.0, 28.0])
+    np.testing.assert_allclose(at_ratio(settings, 1.5, cap=None), [37.0, 28.0])
     # 2.0 lies a sixth of the way from 1.8 to 3.0.
-    np.testing.assert_allclose(at_ratio(settings, 2.0), mid + (fast - mid) / 6)
+    np.testing.assert_allclose(at_ratio(settings, 2.0, cap=None), mid + (fast - mid) / 6)
     np.testing.assert_allclose(at_ratio(settings, 1.8), mid)  # exactly at a setting
     np.testing.assert_allclose(at_ratio(settings, 3.0), fast)
+
+
+def test_psnr_is_interpolated_through_its_squared_error():
+    # halfway between 40 dB (error 1e-4) and 30 dB (1e-3): error 5.5e-4, 32.6 dB, not the 35 dB of the decibels
+    np.testing.assert_allclose(at_ratio([(1.0, [40.0]), (2.0, [30.0])], 1.5), [-10 * math.log10(5.5e-4)])
+    np.testing.assert_allclose(between_decibels(40.0, 30.0, 0.5), 32.596, atol=1e-3)
+    np.testing.assert_allclose(between_decibels(40.0, 30.0, 0.0), 40.0)
+    np.testing.assert_allclose(between_decibels(40.0, 30.0, 1.0), 30.0)
 
 
 def test_no_extrapolation_outside_the_measured_ratios():
@@ -116,8 +126,12 @@ def test_no_extrapolation_outside_the_measured_ratios():
     assert at_ratio([(2.0, [30.0])], 2.0).tolist() == [30.0]
 
 
-def test_interpolation_caps_infinite_psnr_first():
-    np.testing.assert_allclose(at_ratio([(1.0, [math.inf]), (2.0, [40.0])], 1.5), [(PSNR_CAP + 40.0) / 2])
+def test_a_lossless_setting_does_not_lift_the_interpolation():
+    # infinite PSNR is capped, then its (tiny) error interpolated: halfway to 40 dB is 43 dB, not (100 + 40) / 2
+    value = at_ratio([(1.0, [math.inf]), (2.0, [40.0])], 1.5)
+    expected = -10 * math.log10((10 ** (-PSNR_CAP / 10) + 1e-4) / 2)
+    np.testing.assert_allclose(value, [expected])
+    assert 43.0 < value[0] < 43.1
 
 
 @pytest.mark.parametrize(
@@ -138,9 +152,10 @@ def test_bad_settings_raise_clear_errors(settings, target, message):
 def test_compare_at_matched_ratio():
     rng = np.random.default_rng(8)
     base = rng.normal(30, 5, 32)
-    # Method A: 1.0x -> base + 10, 3.0x -> base (so base + 5 at 2x). Method B: 1.5x -> base + 4, 2.5x -> base + 2.
-    a = [(1.0, base + 10 + rng.normal(0, 0.2, 32)), (3.0, base + rng.normal(0, 0.2, 32))]
+    # Method A: 1.0x -> base + 12 dB, 3.0x -> base + 2, so at 2x base + 2 + 10 log10(2 / 1.1) = base + 4.60
+    # (squared errors interpolated). Method B: 1.5x -> base + 4, 2.5x -> base + 2, so at 2x base + 2.89.
+    a = [(1.0, base + 12 + rng.normal(0, 0.2, 32)), (3.0, base + 2 + rng.normal(0, 0.2, 32))]
     b = [(1.5, base + 4 + rng.normal(0, 0.2, 32)), (2.5, base + 2 + rng.normal(0, 0.2, 32))]
     d = compare_at_ratio(a, b, 2.0)
-    assert d.low < 2.0 < d.high and d.leads()
+    assert d.low < 4.60 - 2.89 < d.high and d.leads()
     assert compare_at_ratio(a, b, 2.8) is None  # B was not measured beyond 2.5x

@@ -1,6 +1,7 @@
 """Reports from result records: frontiers, the matched-speed-up table, the HTML page and the summaries."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ def test_frontier_keeps_undominated_points_and_interpolates():
     assert interpolate(curve, 1.8) == pytest.approx(33.0)
     assert interpolate(curve, 2.5) == pytest.approx(25.0)
     assert interpolate(curve, 1.0) is None and interpolate(curve, 3.5) is None
+    # PSNR goes through its squared error: halfway from 36 dB (1.6x) to 30 dB (2.0x) is 32.2 dB, not 33
+    assert interpolate(curve, 1.8, decibels=True) == pytest.approx(-10 * math.log10((10**-3.6 + 10**-3) / 2))
     assert interpolate([(1.54, 42.0)], 1.5, slowest=1.42) == 42.0  # a faster, better setting covers 1.5x
     assert interpolate([(1.54, 42.0)], 1.5, slowest=1.52) is None
     assert frontier([(1.5, 0.2), (2.0, 0.1), (2.5, 0.3)], higher_better=False) == [(2.0, 0.1), (2.5, 0.3)]
@@ -114,7 +117,8 @@ def test_aggregate_measures_speedup_from_times_and_counts(results):
     assert by["broken"]["runs"] == 0 and "IndexError" in by["broken"]["error"]
     table = matched_table(numbers["settings"])
     assert table["steps"]["psnr"]["2.0"] == pytest.approx(30.0)
-    assert table["steps"]["psnr"]["1.5"] == pytest.approx(40 - 10 * 0.25 / 0.75)  # between 1.25x and 2x
+    # a third of the way from 40 dB at 1.25x to 30 dB at 2x, through the squared error
+    assert table["steps"]["psnr"]["1.5"] == pytest.approx(-10 * math.log10(1e-4 + (1e-3 - 1e-4) / 3))
     assert table["steps"]["psnr"]["3.0"] is None  # beyond the swept range (2.5x at most)
 
 

@@ -141,7 +141,8 @@ def at_ratio(
     pairs in the same order. The ratio is a speed-up or a call ratio; use one axis throughout.
 
     Rule: take the setting with the largest mean ratio at or below ``target`` and the one with the
-    smallest at or above it, and interpolate each pair's value linearly in the ratio between them, with
+    smallest at or above it, and interpolate each pair's value linearly in the ratio between them (with a
+    ``cap``, the values are PSNR in dB and their squared error is interpolated: ``between_decibels``), with
     the same weight for every pair, from the settings' mean ratios. Per-pair ratios are not used: measured
     speed-ups are noisy per run, and a single weight keeps the mean of the interpolated values equal to the
     interpolation of the means, as in the report's matched table. A setting exactly at ``target`` is taken
@@ -174,7 +175,20 @@ def at_ratio(
     if r0 == r1:
         return v0.copy()
     weight = (target - r0) / (r1 - r0)
-    return v0 + weight * (v1 - v0)
+    if cap is None:
+        return v0 + weight * (v1 - v0)
+    return between_decibels(v0, v1, weight)
+
+
+def between_decibels(db0, db1, weight):
+    """PSNR ``weight`` of the way from ``db0`` to ``db1``, interpolated through the squared error.
+
+    Running the two settings on shares ``1 - weight`` and ``weight`` of the videos costs the interpolated
+    ratio and gives the interpolated squared error; interpolating the decibels instead would let a lossless
+    setting (PSNR at the cap) lift every value near it by tens of dB.
+    """
+    error0, error1 = np.power(10.0, -np.asarray(db0) / 10.0), np.power(10.0, -np.asarray(db1) / 10.0)
+    return -10.0 * np.log10(error0 + weight * (error1 - error0))
 
 
 def compare_at_ratio(

@@ -9,7 +9,7 @@ Conventions (also stated in every report):
   full call's work), the FLOP ratio that of the work done (``FlopCounterMode``, attention included: see
   ``taocache.bench.probe``), and the efficiency is the speed-up over the FLOP ratio;
 - a frontier keeps the settings that no other setting of the method beats on both speed-up and quality, and
-  the matched table interpolates linearly along it; outside the swept range there is no value (below the
+  the matched table interpolates linearly along it (PSNR through its squared error); outside the swept range there is no value (below the
   frontier's first point, when a slower setting was swept, that first point's value counts).
 """
 
@@ -21,6 +21,7 @@ import statistics
 from collections import defaultdict
 
 from ..bench.records import number
+from ..metrics.paired import between_decibels
 
 PSNR_CAP = 100.0
 TARGETS = (1.5, 2.0, 3.0)
@@ -145,8 +146,10 @@ def frontier(points: list[tuple[float, float]], higher_better: bool = True) -> l
     return sorted(kept)
 
 
-def interpolate(curve: list[tuple[float, float]], x: float, slowest: float | None = None) -> float | None:
-    """Linear interpolation along a frontier; None outside its speed-up range.
+def interpolate(curve: list[tuple[float, float]], x: float, slowest: float | None = None,
+                decibels: bool = False) -> float | None:
+    """Linear interpolation along a frontier; None outside its speed-up range. ``decibels``: the values are
+    PSNR, interpolated through their squared error (``taocache.metrics.paired.between_decibels``).
 
     Below the frontier's first point, if the sweep also ran a setting at most as fast as ``x`` (``slowest``:
     the lowest speed-up of all its settings), the first point's value counts: that setting is faster than
@@ -158,7 +161,10 @@ def interpolate(curve: list[tuple[float, float]], x: float, slowest: float | Non
         return None
     for (x0, y0), (x1, y1) in itertools.pairwise(curve):
         if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+            if x1 == x0:
+                return y0
+            weight = (x - x0) / (x1 - x0)
+            return float(between_decibels(y0, y1, weight)) if decibels else y0 + (y1 - y0) * weight
     return curve[0][1]  # a single point exactly at x
 
 
@@ -185,7 +191,7 @@ def matched_table(settings: list[dict], axis: str = "speedup", targets=TARGETS) 
             continue
         slowest = min(s[axis] for s in settings if s["series"] == method and s.get(axis) is not None)
         table[method] = {
-            metric: {str(t): interpolate(curve, t, slowest) for t in targets}
+            metric: {str(t): interpolate(curve, t, slowest, decibels=metric == "psnr") for t in targets}
             for metric, curve in curves.items()
         }
     return table

@@ -37,7 +37,9 @@ CONVENTIONS = [
     ),
     (
         "Matched speed-ups are read off each method's frontier (its settings that nothing else of the "
-        "method beats on both speed-up and quality) by linear interpolation; '-' means outside the swept "
+        "method beats on both speed-up and quality) by linear interpolation (PSNR through its squared error, "
+        "what running the two neighbouring settings on shares of the videos would give, so a lossless "
+        "setting at the 100 dB cap lifts nothing); '-' means outside the swept "
         "range. Below a frontier's first point, when slower settings were swept, the first point's value "
         "counts (it is faster and better than they are)."
     ),
