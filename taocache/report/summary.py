@@ -25,9 +25,9 @@ CONVENTIONS = [
         "counts."
     ),
     (
-        "Call ratio = computed denoiser calls of the full run / the method's, where each call counts by the "
-        "share of the full call's linear-layer work it actually executed (counted with forward hooks for "
-        "every method)."
+        "Call ratio = computed denoiser calls of the full run / the method's, where a call counts as computed "
+        "when it did at least half a full call's work; FLOP ratio = the same quotient of the floating-point "
+        "operations that ran (torch.utils.flop_counter.FlopCounterMode, attention included)."
     ),
     (
         "Matched speed: each series' frontier (call ratio against mean PSNR) is interpolated pair by pair at "
