@@ -19,7 +19,7 @@ import torch
 
 from .artefacts import ArtefactCache, artefact_key, image_digest, model_identity
 from .config import EditConfig
-from .inputs import check_prompt
+from .inputs import check_model_image, check_prompt
 from .inversion import Inversion, ddim_pivots, invert
 from .latents import decode_latent, encode_image, encode_text
 from .null_text import VERSION as NULL_TEXT_VERSION
@@ -119,7 +119,7 @@ class NonRigidEditor:
         config = config or self.config
         source, target = check_prompt("source", source), check_prompt("target", target)
         image = np.asarray(image, dtype=np.float32)
-        _check_image(self.pipe, image)
+        check_model_image(self.pipe, image)
         digest = image_digest(image)
         seconds, from_cache = {}, {}
         latent = encode_image(self.pipe, image)
@@ -266,16 +266,3 @@ class NonRigidEditor:
     def sweep(self, prepared: PreparedImage, alphas, steps_sources, cache_config=None) -> list[Edit]:
         """One edit per (steps_source, alpha) pair, in that nesting order."""
         return [self.edit(prepared, a, s, cache_config) for s in steps_sources for a in alphas]
-
-
-def _check_image(pipe, image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    scale = getattr(pipe, "vae_scale_factor", 8)
-    if image.shape[0] % scale or image.shape[1] % scale:
-        raise ValueError(
-            f"image size {image.shape[1]}x{image.shape[0]} is not a multiple of the VAE's factor {scale}; "
-            "bring it to the model's size first (taocache.edit.inputs.fit_to_model)"
-        )
-    if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
-        raise ValueError("image pixels must be finite floats in [0, 1]")

@@ -142,3 +142,18 @@ def model_size(pipe, recipe=None) -> tuple[int, int]:
     scale = getattr(pipe, "vae_scale_factor", 8)
     native = pipe.unet.config.sample_size * scale
     return int(call.get("height", native)), int(call.get("width", native))
+
+
+def check_model_image(pipe, image: np.ndarray) -> None:
+    """Refuse an image a pipeline cannot encode as it is: not (H, W, 3), not a multiple of the VAE's factor,
+    or pixels outside [0, 1]."""
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be an (H, W, 3) RGB array, got shape {image.shape}")
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    if image.shape[0] % scale or image.shape[1] % scale:
+        raise ValueError(
+            f"image size {image.shape[1]}x{image.shape[0]} must be a multiple of the VAE's factor {scale}; "
+            "bring it to the model's size first (taocache.edit.inputs.fit_to_model)"
+        )
+    if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+        raise ValueError("image pixels must be finite floats in [0, 1]")

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from .acceleration import sampling_cache
+from .inputs import check_model_image
 from .inversion import ddim_pivots
 from .latents import decode_latent, encode_image, encode_text, unet_noise
 from .schedulers import editing_schedulers
@@ -303,14 +304,5 @@ def _check_arguments(
     if not isinstance(target, str) or not target.strip():
         raise ValueError(f"target={target!r} must be a non-empty string describing the wanted result")
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image must be an (H, W, 3) RGB array, got shape {image.shape}")
-    scale = getattr(pipe, "vae_scale_factor", 8)
-    if image.shape[0] % scale or image.shape[1] % scale:
-        raise ValueError(
-            f"image size {image.shape[1]}x{image.shape[0]} must be a multiple of the VAE's factor {scale} "
-            "(bring it to the model's size first)"
-        )
-    if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
-        raise ValueError("image pixels must be finite floats in [0, 1]")
+    check_model_image(pipe, image)
     return image
