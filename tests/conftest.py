@@ -28,3 +28,15 @@ def wan():
     pipe = tiny_wan_pipeline()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A Stable Diffusion-layout folder (model_index.json and one folder per component) of the tiny random
+    image pipeline, built once for the editing tests."""
+    from taocache.testing import tiny_sd_pipeline
+
+    folder = tmp_path_factory.mktemp("sd-layout")
+    tiny_sd_pipeline().save_pretrained(folder)
+    assert (folder / "model_index.json").is_file() and (folder / "unet" / "config.json").is_file()
+    return folder

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
+from edit_settings import SOURCE, TARGET
 
 from taocache.edit import EditConfig, NonRigidEditor
 from taocache.edit import editor as editor_module
@@ -29,8 +30,6 @@ from taocache.world import Scene, render
 
 torch.set_num_threads(1)
 
-SOURCE = "a small red circle on the left on a dark background"
-TARGET = "a small red circle on the right on a dark background"
 FAST = {"num_steps": 6, "steps_source": 2, "text_steps": 3, "null_inner_steps": 3}
 
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from edit_settings import QUICK, SOURCE, TARGET
 from PIL import Image
 
 from taocache.cli import main
@@ -18,17 +19,6 @@ from taocache.testing import tiny_sd_pipeline
 from taocache.world import Scene, render, scenes_of
 
 torch.set_num_threads(1)
-
-SOURCE = "a small red circle on the left on a dark background"
-TARGET = "a small red circle on the right on a dark background"
-QUICK = ["--num-steps", "4", "--steps-source", "1", "--text-steps", "2", "--null-inner-steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    tiny_sd_pipeline().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

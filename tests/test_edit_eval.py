@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from edit_settings import QUICK
 
 from taocache.cli import main
 from taocache.edit import EditConfig
@@ -12,22 +13,9 @@ from taocache.edit.cases import build_cases
 from taocache.edit.comparison import paired_comparison
 from taocache.edit.methods import METHODS, PARAMETERS, check_setting, tune_grid
 from taocache.edit.tuning import choose, load_choice
-from taocache.testing import tiny_sd_pipeline
 from taocache.world import scenes_of
 
 torch.set_num_threads(1)
-
-SOURCE = "a small red circle on the left on a dark background"
-TARGET = "a small red circle on the right on a dark background"
-QUICK = ["--num-steps", "4", "--steps-source", "1", "--text-steps", "2", "--null-inner-steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A Stable Diffusion-layout folder (model_index.json and one folder per component), built here."""
-    folder = tmp_path_factory.mktemp("sd-layout")
-    tiny_sd_pipeline().save_pretrained(folder)
-    return folder
 
 
 # ------------------------------------------------------------------------------------------------- cases

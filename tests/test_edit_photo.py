@@ -4,25 +4,12 @@ folder built here; float16 on CUDA and float32 on the CPU."""
 import numpy as np
 import pytest
 import torch
+from edit_settings import QUICK, SOURCE, TARGET
 from PIL import Image
 
 from taocache.cli import main
-from taocache.testing import tiny_sd_pipeline
 
 torch.set_num_threads(1)
-
-SOURCE = "a small red circle on the left on a dark background"
-TARGET = "a small red circle on the right on a dark background"
-QUICK = ["--num-steps", "4", "--steps-source", "1", "--text-steps", "2", "--null-inner-steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A Stable Diffusion-layout folder (model_index.json and one folder per component), built here."""
-    folder = tmp_path_factory.mktemp("sd-layout")
-    tiny_sd_pipeline().save_pretrained(folder)
-    assert (folder / "model_index.json").is_file() and (folder / "unet" / "config.json").is_file()
-    return folder
 
 
 def test_a_photo_of_any_size_is_edited_and_comes_back_at_its_size(model_dir, tmp_path):
