@@ -172,8 +172,8 @@ def main(argv=None) -> int:
     _, runs = split_records(read_records(results))
     settings = aggregate(runs)["settings"]
     chosen, notes = {}, {}
+    given = {m.label: m.given for m in methods}
     for name in names:
-        given = {m.label: m.given for m in methods}
         # this run's candidates only: a resumed results file may hold those of an earlier candidate list
         own = [s for s in settings if s["method"] == name and s["label"] in given]
         kept = bracketing(own)
