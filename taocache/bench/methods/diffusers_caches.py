@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-import logging
 from typing import ClassVar
 
 import torch
@@ -206,18 +205,13 @@ class TaylorSeer(CacheMethod):
         )
 
 
-class _CaptureCalibration(logging.Handler):
-    """Collects the ratio lists diffusers' MagCache logs at the end of a calibration run."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.ratios: list[list[float]] = []
-
-    def emit(self, record):
-        message = record.getMessage()
-        marker = "Calibration Results:"
-        if marker in message:
-            self.ratios.append([float(x) for x in ast.literal_eval(message.split(marker, 1)[1].strip())])
+def _printed_ratios(printed: str) -> list[list[float]]:
+    """The ratio lists diffusers' MagCache prints at the end of each calibration run: the line after each
+    "Calibration Complete" line. Printed, unlike its log message, on every process whatever the logging setup
+    (under ``accelerate launch`` the other processes' logs are silenced)."""
+    lines = [line.strip() for line in printed.splitlines() if line.strip()]
+    return [[float(x) for x in ast.literal_eval(after)]
+            for line, after in zip(lines, lines[1:]) if "Calibration Complete" in line]
 
 
 class MagCache(CacheMethod):
@@ -252,25 +246,17 @@ class MagCache(CacheMethod):
     def _calibrate(self, bench: BenchContext, steps: int) -> dict:
         from diffusers import MagCacheConfig
 
-        capture = _CaptureCalibration()
-        source = logging.getLogger("diffusers.hooks.mag_cache")
-        old_level, old_propagate = source.level, source.propagate
-        source.addHandler(capture)
-        source.setLevel(logging.INFO)
-        source.propagate = False  # the ratios go into the record, not onto the console
+        printed = io.StringIO()
         try:
             enable_caches(bench.pipe, [MagCacheConfig(calibrate=True, num_inference_steps=steps)])
-            with contextlib.redirect_stdout(io.StringIO()):  # diffusers also prints the list
+            with contextlib.redirect_stdout(printed):  # the ratios go into the record, not onto the console
                 for n, prompt in enumerate(bench.calibration_prompts):
                     bench.run(prompt, bench.calibration_seed + n, bench.call)
         finally:
             api.disable(bench.pipe)
-            source.removeHandler(capture)
-            source.setLevel(old_level)
-            source.propagate = old_propagate
-        if not capture.ratios:
+        per_branch = _printed_ratios(printed.getvalue())  # one list per prompt and guidance branch
+        if not per_branch:
             raise Unsupported("MagCache calibration produced no ratios (no transformer blocks were hooked)")
-        per_branch = capture.ratios  # one list per prompt and guidance branch
         ratios = [sum(values) / len(values) for values in zip(*per_branch)]
         return {
             "prompts": list(bench.calibration_prompts),
