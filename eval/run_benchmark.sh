@@ -8,7 +8,8 @@
 #   eval/run_benchmark.sh 50 --num-prompts 4 --seeds 0    # any further arguments go to `taocache bench`
 #
 # The 20- and 50-step runs read the settings eval/tune_peers.py chose on tune captions
-# (eval/sweeps/tuned-STEPS.toml); run it first if the file is missing. Raw records go to eval/runs/NAME/ (not
+# (eval/sweeps/tuned-STEPS.toml), the stacking run those it chose for the stacks and the caches they stack
+# (eval/sweeps/tuned-stacking-50.toml); run it first if the file is missing. Raw records go to eval/runs/NAME/ (not
 # committed; re-running resumes there); the report to commit (report.html, summary.md, summary.json and its
 # clips) to eval/results/NAME/. Set PYTHON to choose the interpreter (default: python3).
 set -euo pipefail
@@ -26,10 +27,14 @@ esac
 for run in "${runs[@]}"; do
   case "$run" in
     image) name="tiny-t2i-50"; args=(--kind image --sweep eval/sweeps/t2i-50.toml) ;;
-    stacking) name="tiny-t2v-stacking"; args=(--model tiny-t2v --sweep eval/sweeps/t2v-stacking.toml) ;;
-    *) name="tiny-t2v-${run}"; sweep="eval/sweeps/tuned-${run}.toml"
+    *) if [[ "$run" == stacking ]]; then
+         name="tiny-t2v-stacking"; sweep="eval/sweeps/tuned-stacking-50.toml"
+         tune="--steps 50 --methods steps,taocache,teacache,pab,taocache+teacache,taocache+pab"
+       else
+         name="tiny-t2v-${run}"; sweep="eval/sweeps/tuned-${run}.toml"; tune="--steps ${run}"
+       fi
        if [[ ! -f "$sweep" ]]; then
-         echo "$sweep is missing: run  python eval/tune_peers.py --steps ${run} --out ${sweep}  first" >&2
+         echo "$sweep is missing: run  python eval/tune_peers.py ${tune} --per-method 6 --num-prompts 4 --out ${sweep}  first" >&2
          exit 2
        fi
        args=(--model tiny-t2v --sweep "$sweep" --num-prompts 16 --seeds 0 1) ;;

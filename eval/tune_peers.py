@@ -39,6 +39,10 @@ logger = logging.getLogger("tune_peers")
 def candidates(steps: int) -> dict[str, list[dict]]:
     """Each method's candidate settings, mild to aggressive (call ratios from about 1.2x to past 3x)."""
     late, early = max(2, round(0.3 * steps)), max(1, round(0.1 * steps))
+
+    def tao(start_fraction, error_budget, max_consecutive):
+        return {"start_fraction": start_fraction, "error_budget": error_budget, "max_consecutive": max_consecutive}
+
     return {
         # Like TaylorSeer's and static skipping's, TaoCache's candidates vary where skipping may start.
         "taocache": [
@@ -65,6 +69,15 @@ def candidates(steps: int) -> dict[str, list[dict]]:
         + [{"interval": i, "start": s, "order": 2} for s in (late, early) for i in (2, 3, 4)],
         "static": [{"interval": i, "start": s} for s in (late, early) for i in (2, 3, 4)]
         + [{"interval": i, "start": s, "compute_last": False} for s in (late, early) for i in (2, 3, 4)],
+        # Stacks, mild to aggressive: TaoCache's candidates above on TeaCache's and PAB's.
+        "taocache+teacache": [{"taocache": tao(*t), "teacache": {"rel_l1_thresh": r}} for t, r in (
+            ((0.3, 0.2, 1), 0.05), ((0.2, 0.2, 1), 0.05), ((0.3, 0.2, 1), 0.08), ((0.2, 0.2, 1), 0.08),
+            ((0.3, 0.8, 2), 0.08), ((0.2, 0.8, 2), 0.08), ((0.2, 0.8, 2), 0.1), ((0.2, 0.8, 2), 0.15),
+            ((0.2, 1.6, 3), 0.1), ((0.2, 1.6, 3), 0.15), ((0.1, 3.2, 3), 0.15), ((0.1, 3.2, 3), 0.2))],
+        "taocache+pab": [{"taocache": tao(*t), "pab": {"spatial": sp, "cross": c, "timestep_range": [100, 800]}}
+                         for t, sp, c in (((0.3, 0.2, 1), 2, None), ((0.3, 0.2, 1), 2, 4), ((0.2, 0.2, 1), 2, 4),
+                                          ((0.3, 0.8, 2), 2, None), ((0.3, 0.8, 2), 2, 4), ((0.2, 1.6, 3), 2, 4),
+                                          ((0.2, 1.6, 3), 3, 6), ((0.1, 3.2, 3), 3, 6))],
         "steps": [{"steps": n} for n in sorted({max(1, round(steps * f)) for f in
                                                 (0.85, 0.75, 0.67, 0.6, 0.5, 0.45, 0.4, 0.33, 0.3, 0.25, 0.2, 0.15)},
                                                reverse=True) if n < steps],
@@ -76,7 +89,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None, help="recipe name, folder or hub id (default: tiny-t2v)")
     p.add_argument("--random", action="store_true", help="a random tiny WanPipeline (tests the script only)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the recipe's)")
-    p.add_argument("--methods", default=",".join(candidates(20)), help="comma-separated methods to tune")
+    p.add_argument("--methods", default=",".join(n for n in candidates(20) if "+" not in n),
+                   help="comma-separated methods to tune (default: every single method; stacks on request)")
     p.add_argument("--per-method", type=int, default=8, help="candidate settings per method (the same for all)")
     p.add_argument("--num-prompts", type=int, default=8, help="tune captions evaluated (the odd ones)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -126,6 +140,8 @@ def _toml_value(value) -> str:
         return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return _inline(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} to a sweep")

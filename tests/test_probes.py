@@ -50,3 +50,16 @@ def test_tune_defaults_never_replaces_results_of_other_settings_unasked(tmp_path
     with pytest.raises(SystemExit, match="other settings"):
         tune_defaults.main([*small, "--steps", "5"])
     assert out.read_text() == before
+
+
+def test_predictor_probe_compares_every_predictor(tmp_path, capsys, one_thread):
+    import predictor_probe
+
+    from taocache.testing import tiny_wan_pipeline
+
+    tiny_wan_pipeline().save_pretrained(tmp_path)
+    assert predictor_probe.main(["--model", str(tmp_path), "--steps", "8", "--prompts", "1", "--fit-prompts", "2",
+                                 "--height", "32", "--width", "32"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split()[0] for row in rows] == list(predictor_probe.PREDICTORS)
+    assert all(0 < float(row.split()[1]) < float("inf") for row in rows)  # random weights: no ranking to check

@@ -58,3 +58,18 @@ def test_tunes_every_method_on_tune_captions_and_writes_a_sweep(tmp_path, one_th
         assert "candidates on 1 tune captions" in method.chosen and method.label in method.chosen
     with pytest.raises(SystemExit, match="exists"):
         tune_peers.main(argv)
+
+
+def test_stacks_are_tuned_like_single_methods_and_read_back(tmp_path, one_thread):
+    import tune_peers
+
+    from taocache.bench.sweep import load_sweep
+
+    out = tmp_path / "stacks.toml"
+    assert tune_peers.main(["--random", "--steps", "6", "--methods", "taocache+teacache,taocache+pab",
+                            "--per-method", "2", "--num-prompts", "1", "--out", str(out)]) == 0
+    stacks = [m for m in load_sweep(out).methods if "+" in m.name]
+    assert stacks, "no stack ran on the random pipeline"
+    for method in stacks:  # nested settings survive the round trip through TOML
+        assert set(method.given) == set(method.name.split("+")) and "taocache" in method.chosen
+    assert "+" not in tune_peers.parse_args(["--out", str(out)]).methods  # single methods by default

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import itertools
 from typing import ClassVar
 
 import torch
@@ -211,7 +212,7 @@ def _printed_ratios(printed: str) -> list[list[float]]:
     (under ``accelerate launch`` the other processes' logs are silenced)."""
     lines = [line.strip() for line in printed.splitlines() if line.strip()]
     return [[float(x) for x in ast.literal_eval(after)]
-            for line, after in zip(lines, lines[1:]) if "Calibration Complete" in line]
+            for line, after in itertools.pairwise(lines) if "Calibration Complete" in line]
 
 
 class MagCache(CacheMethod):
