@@ -12,6 +12,8 @@ prediction|| / ||x0_i||`` averaged over steps, branches and captions (and that m
 - reuse (``x0_j``), linear (first order in the timestep), quadratic (second order in the timestep, through
   ``b``, ``a``, ``j``, the form TaylorSeer extrapolates features with);
 - geometric: ``x0_j + k D1`` with ``D1 = x0_j - x0_a`` and ``k`` the calibrated least-squares gain (TaoCache);
+- corrected: the same ``k`` times a per-caption correction checked online, the median over this trajectory's
+  earlier steps of the gain that was observed there over the calibrated one (1 until a step was seen);
 - regression: ``x0_j + k1 D1 + k2 D2`` with ``D2 = x0_a - x0_b``, both coefficients a least-squares fit.
 
 Coefficients are fitted per step on the even tune captions and measured on the odd ones (seed 1000 and 0),
@@ -30,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PREDICTORS = ("reuse", "linear", "quadratic", "geometric", "regression")
+PREDICTORS = ("reuse", "linear", "quadratic", "geometric", "corrected", "regression")
 
 
 def trajectories(pipe, call, prompts, seed):
@@ -110,19 +112,24 @@ def main(argv=None) -> int:
     measured = trajectories(pipe, call, spread(tune[1::2], args.prompts), seed=0)
     gap = 2 if args.pattern == "alternate" else 1
     errors = {name: [] for name in PREDICTORS}
+    seen = [[] for _ in measured]  # per trajectory: observed over calibrated gain at the steps already passed
     for i in range(max(1, round(args.start_fraction * args.steps)), args.steps - 1):
         coefficients = fit(fitted, i, gap)
         if coefficients is None:
             continue
         gain, (k1, k2) = coefficients
-        for run in measured:
+        for n, run in enumerate(measured):
             target, d1, d2, x0, (ti, tj, ta, tb) = deltas(run, i, gap)
             first = (ti - tj) / (tj - ta)
             second = (ti - tj) * (ti - ta) / (tj - tb) * (d1 / (tj - ta) - d2 / (ta - tb))
+            correction = float(np.median(seen[n])) if seen[n] else 1.0
             predictions = {"reuse": 0 * d1, "linear": first * d1, "quadratic": first * d1 + second,
-                           "geometric": gain * d1, "regression": k1 * d1 + k2 * d2}
+                           "geometric": gain * d1, "corrected": correction * gain * d1,
+                           "regression": k1 * d1 + k2 * d2}
             for name, predicted in predictions.items():
                 errors[name].append(float((target - predicted).norm() / x0.norm()))
+            if abs(gain) > 1e-3:
+                seen[n].append(float(target @ d1 / (d1 @ d1)) / gain)
     print(f"{args.model}, {args.steps} steps, {args.pattern} pattern (gaps of {gap}), from step "
           f"{round(args.start_fraction * args.steps)}; {len(measured)} trajectories measured, "
           f"{len(fitted)} fitted on")
