@@ -87,3 +87,27 @@ def test_markdown_lists_every_target_with_the_interval():
     summary = {"matched_speed": _table(_records(PAIRS, tao_gain=2.0))}
     text = "\n".join(matched_speed_markdown(summary))
     assert text.count("| TaoCache leads |") == 3 and "| steps |" in text and "[+" in text
+
+
+def test_a_ratio_only_a_stack_reaches_is_compared_through_taocache_alone_or_stacked():
+    records = _records(PAIRS, tao_gain=2.0)
+    rng = np.random.default_rng(1)
+    base = {r["prompt_index"]: r["metrics"]["psnr"] + 2.0 - 1.0 for r in records  # the per-prompt base
+            if r["label"] == "static c=16.0"}
+    for series, offset in (("steps", -3.0), ("static", 0.0), ("taocache+teacache", 1.0)):
+        noise = rng.normal(0, 0.3, PAIRS)
+        for p in range(PAIRS):  # 4x: past TaoCache alone (2.5x), within the stack's and the peers' reach
+            records.append(_run(f"{series}-5-{p}", f"{series} c=5", series, p, base[p] - 14.0 + offset + noise[p], 5.0))
+            if series == "taocache+teacache":  # and a mild setting, so that it also reads at 2x
+                records.append(_run(f"{series}-16-{p}", f"{series} c=16", series, p, base[p] - 2.0 + noise[p], 16.0))
+    table = _table(records)
+    assert table["references"] == {"1.5": "taocache", "2": "taocache", "3": "taocache (alone or stacked)"}
+    rows = {r["series"]: r for r in table["targets"]["3"]}
+    assert rows["taocache"]["psnr"] is None and table["targets"]["3"][0]["series"] == "taocache (alone or stacked)"
+    assert rows["taocache+teacache"]["difference"] is None  # inside the reference's own family
+    for series, margin in (("steps", 4.0), ("static", 1.0)):
+        assert rows[series]["difference"]["mean"] == pytest.approx(margin, abs=0.6), series
+    assert rows["steps"]["leads"] is True
+    # at 2x TaoCache alone is the reference, and the stack is one more series compared with it
+    rows = {r["series"]: r for r in table["targets"]["2"]}
+    assert rows["taocache+teacache"]["difference"] is not None and rows["taocache"]["difference"] is None

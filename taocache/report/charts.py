@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .aggregate import METRICS, frontier
+from .matched import reference_label
 
 TITLES = {
     "lpips": "LPIPS (lower is better)",
@@ -150,6 +151,6 @@ def paired_intervals(matched: dict) -> bytes | None:
         ax.axvline(0, color="k", lw=0.8, ls=":")
         ax.set_yticks(range(len(rows)), [r["series"] for r in rows], fontsize=8)
         ax.set_title(f"at {target}x call ratio")
-        ax.set_xlabel("TaoCache - method, PSNR dB (95% CI)")
+        ax.set_xlabel(f"{reference_label(matched, target)} - method, PSNR dB (95% CI)")
         ax.grid(alpha=0.3, axis="x")
     return _png(fig)

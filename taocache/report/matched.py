@@ -6,6 +6,10 @@ interpolated pair by pair at each target ratio (``taocache.metrics.paired.at_rat
 TaoCache minus the series then gets a paired BCa bootstrap 95% interval, and TaoCache *leads* where the whole
 interval lies above zero. The call ratio is used rather than the measured speed-up: it is free of timing
 noise, and a single timed run per pair would make per-pair speed-ups noisy.
+
+Where TaoCache was also run stacked on other caches, one more series, TaoCache *alone or stacked*, takes its
+frontier over all of them (formed like every series' own); at a ratio TaoCache alone does not reach, that
+series is the reference, compared with every series outside TaoCache's family.
 """
 
 from __future__ import annotations
@@ -18,20 +22,34 @@ from . import aggregate as agg
 
 #: The series every other series is compared with.
 REFERENCE = "taocache"
+#: The series over TaoCache's settings alone and stacked: the reference where TaoCache alone falls short.
+STACKED = "taocache (alone or stacked)"
 #: Metrics read off at the matched ratio (higher is better for each).
 METRICS = ("psnr", "ssim", "cvvdp")
 AXIS = "call_ratio"
 
 
-def _frontier_labels(settings: list[dict], series: str) -> list[dict]:
-    """The series' settings that no faster setting beats on mean PSNR, by increasing call ratio."""
-    own = [s for s in settings if s["series"] == series and s.get(AXIS) and s.get("psnr") is not None]
+def _frontier_labels(settings: list[dict], series: str | set[str]) -> list[dict]:
+    """The settings of the series (or of any of a set of series) that no faster setting beats on mean PSNR, by
+    increasing call ratio."""
+    names = {series} if isinstance(series, str) else series
+    own = [s for s in settings if s["series"] in names and s.get(AXIS) and s.get("psnr") is not None]
     kept, best = [], float("-inf")
     for s in sorted(own, key=lambda s: (-s[AXIS], -s["psnr"])):
         if s["psnr"] > best and all(s[AXIS] != k[AXIS] for k in kept):
             kept.append(s)
             best = s["psnr"]
     return sorted(kept, key=lambda s: s[AXIS])
+
+
+def reference_label(matched: dict, target: str) -> str:
+    """How the tables name the reference at ``target``: TaoCache, or TaoCache alone or stacked."""
+    return "TaoCache" if matched.get("references", {}).get(target, REFERENCE) == REFERENCE else "TaoCache (alone or stacked)"
+
+
+def _family(name: str) -> bool:
+    """Whether a series is TaoCache, alone or stacked."""
+    return name in (REFERENCE, STACKED) or name.startswith(REFERENCE + "+")
 
 
 def _per_pair(runs: list[dict]) -> dict[str, dict[tuple, dict]]:
@@ -62,27 +80,36 @@ def _series_at(settings: list[dict], per_pair: dict, pairs: list, target: float)
 
 
 def matched_speed(runs: list[dict], settings: list[dict], targets=agg.TARGETS) -> dict:
-    """{"axis", "reference", "pairs", "targets": {target: [row per series]}} (see the module docstring)."""
+    """{"axis", "reference", "pairs", "targets": {target: [row per series]}, "references": {target: series}}
+    (see the module docstring)."""
     pairs = sorted({(r["prompt_index"], r["seed"]) for r in runs if r["method"] == "full" and r["status"] == "ok"})
     per_pair = _per_pair(runs)
     series = sorted({s["series"] for s in settings if s["series"] != "full"})
     frontiers = {name: _frontier_labels(settings, name) for name in series}
-    result = {"axis": AXIS, "reference": REFERENCE, "pairs": len(pairs), "min_pairs": MIN_PAIRS, "targets": {}}
+    stacks = {name for name in series if _family(name)}
+    if len(stacks) > 1:
+        series.append(STACKED)
+        frontiers[STACKED] = _frontier_labels(settings, stacks)
+    result = {"axis": AXIS, "reference": REFERENCE, "pairs": len(pairs), "min_pairs": MIN_PAIRS, "targets": {},
+              "references": {}}
     for target in targets:
         at = {name: _series_at(frontiers[name], per_pair, pairs, target) if frontiers[name] else None
               for name in series}
-        reference = at.get(REFERENCE)
+        reference_name = REFERENCE if at.get(REFERENCE) is not None or STACKED not in at else STACKED
+        reference = at.get(reference_name)
         rows = []
         for name in series:
             values = at[name]
             row = {"series": name, **{m: None for m in METRICS}, "difference": None, "leads": None}
             if values is not None:
                 row.update({m: (sum(v) / len(v) if v is not None else None) for m, v in values.items()})
-            if values is not None and reference is not None and name != REFERENCE:
+            compared = name != reference_name and not (reference_name == STACKED and _family(name))
+            if values is not None and reference is not None and compared:
                 row["difference"], row["leads"] = _compare(reference["psnr"], values["psnr"])
             rows.append(row)
-        rows.sort(key=lambda row: (row["series"] != REFERENCE, -(row["psnr"] or float("-inf"))))
+        rows.sort(key=lambda row: (row["series"] != reference_name, -(row["psnr"] or float("-inf"))))
         result["targets"][f"{target:g}"] = rows
+        result["references"][f"{target:g}"] = reference_name
     return result
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..results.media import DIFFERENCE_GAIN
 from . import charts
+from .matched import reference_label
 from .summary import fmt, interval, leads_text, machine_line, shown_metrics
 
 STYLE = """
@@ -61,9 +62,10 @@ def _matched_speed(summary: dict) -> str:
     matched = summary["matched_speed"]
     parts = []
     for target, rows in matched["targets"].items():
+        reference = reference_label(matched, target)
         parts.append(f"<h3>At {target}x fewer denoiser calls ({matched['pairs']} prompt/seed pairs)</h3>")
         parts.append(_table(
-            ["method", "PSNR", "SSIM", "CVVDP (JOD)", "TaoCache - method, PSNR [95% CI]", "TaoCache leads"],
+            ["method", "PSNR", "SSIM", "CVVDP (JOD)", f"{reference} - method, PSNR [95% CI]", f"{reference} leads"],
             [[html.escape(r["series"]), fmt(r["psnr"]), fmt(r["ssim"], 4), fmt(r["cvvdp"]),
               html.escape(interval(r["difference"])), leads_text(r)] for r in rows],
         ))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..bench.records import read_records
 from . import aggregate as agg
-from .matched import matched_speed
+from .matched import matched_speed, reference_label
 
 CONVENTIONS = [
     (
@@ -209,9 +209,11 @@ def _matched_markdown(summary: dict, axis: str) -> list[str]:
 
 def matched_speed_markdown(summary: dict) -> list[str]:
     lines = []
-    for target, rows in summary["matched_speed"]["targets"].items():
-        lines += [f"At {target}x ({summary['matched_speed']['pairs']} pairs):", "",
-                  "| method | PSNR | SSIM | CVVDP (JOD) | TaoCache - method, PSNR [95% CI] | TaoCache leads |",
+    matched = summary["matched_speed"]
+    for target, rows in matched["targets"].items():
+        reference = reference_label(matched, target)
+        lines += [f"At {target}x ({matched['pairs']} pairs):", "",
+                  f"| method | PSNR | SSIM | CVVDP (JOD) | {reference} - method, PSNR [95% CI] | {reference} leads |",
                   "|---|---|---|---|---|---|"]
         lines += [
             f"| {r['series']} | {fmt(r['psnr'])} | {fmt(r['ssim'], 4)} | {fmt(r['cvvdp'])} | "
