@@ -50,7 +50,7 @@ def _table(records):
 
 def test_taocache_leads_every_series_by_its_true_margin_at_2x():
     table = _table(_records(PAIRS, tao_gain=2.0))
-    assert table["pairs"] == PAIRS
+    assert table["pairs"] == PAIRS and set(table["references"].values()) == {"taocache"}
     rows = {r["series"]: r for r in table["targets"]["2"]}
     assert set(rows) == {"taocache", "steps", "static"}  # the equal-cost fewer-steps run is a peer row
     assert rows["taocache"]["difference"] is None and rows["taocache"]["leads"] is None

@@ -95,7 +95,7 @@ def matched_speed(runs: list[dict], settings: list[dict], targets=agg.TARGETS) -
     for target in targets:
         at = {name: _series_at(frontiers[name], per_pair, pairs, target) if frontiers[name] else None
               for name in series}
-        reference_name = REFERENCE if at.get(REFERENCE) is not None or STACKED not in at else STACKED
+        reference_name = STACKED if at.get(REFERENCE) is None and at.get(STACKED) is not None else REFERENCE
         reference = at.get(reference_name)
         rows = []
         for name in series:
