@@ -37,14 +37,15 @@ PREDICTORS = ("reuse", "linear", "quadratic", "geometric", "corrected", "regress
 
 def trajectories(pipe, call, prompts, seed):
     """Per caption and guidance branch: the timesteps and the clean-sample estimates of a full run."""
+    from taocache.core.outputs import sample_of
+    from taocache.core.steps import as_timestep
     from taocache.taocache.space import line_at
 
     calls = []
 
     def record(module, args, kwargs, output):
         sample = kwargs.get("hidden_states", args[0] if args else None)
-        result = output[0] if isinstance(output, tuple) else output.sample
-        calls.append((float(kwargs["timestep"].flatten()[0]), sample.detach().double(), result.detach().double()))
+        calls.append((as_timestep(kwargs["timestep"]), sample.detach().double(), sample_of(output).detach().double()))
 
     handle = pipe.transformer.register_forward_hook(record, with_kwargs=True)
     runs = []

@@ -68,7 +68,7 @@ def bench_run(pipe, tmp_path_factory):
         make_method("test-does-nothing"),
     ]
     results = tmp_path_factory.mktemp("bench") / "results.jsonl"
-    logging.disable(logging.INFO)  # MagCache's calibration must not depend on its log (silenced off rank 0)
+    logging.disable(logging.INFO)  # MagCache's calibration must not depend on the logging setup
     try:
         Benchmark(pipe, _plan(methods), results, lpips=NO_LPIPS, progress=False).run()
     finally:

@@ -209,7 +209,7 @@ class TaylorSeer(CacheMethod):
 def _printed_ratios(printed: str) -> list[list[float]]:
     """The ratio lists diffusers' MagCache prints at the end of each calibration run: the line after each
     "Calibration Complete" line. Printed, unlike its log message, on every process whatever the logging setup
-    (under ``accelerate launch`` the other processes' logs are silenced)."""
+    (its log did not reach the capture on the other processes of a multi-process run)."""
     lines = [line.strip() for line in printed.splitlines() if line.strip()]
     return [[float(x) for x in ast.literal_eval(after)]
             for line, after in itertools.pairwise(lines) if "Calibration Complete" in line]
